@@ -1,0 +1,39 @@
+# Shared helpers for the set-up scripts: find an interpreter, make a virtual environment.
+# Sourced, not run.  Every environment lives in .venv/<python-version>/ at the repo root.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# find_python 3.12 -> prints a path to a working python3.12, or nothing.
+find_python() {
+    local minor="$1" cand
+    for cand in "python$minor" "python3" "python"; do
+        if command -v "$cand" >/dev/null 2>&1 &&
+            "$cand" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$minor' else 1)" 2>/dev/null; then
+            command -v "$cand"
+            return 0
+        fi
+    done
+    # pyenv keeps versions that are installed but not active out of PATH.
+    local root="${PYENV_ROOT:-$HOME/.pyenv}"
+    for cand in "$root"/versions/"$minor".*/bin/python"$minor"; do
+        if [ -x "$cand" ] && "$cand" -c "import sys" 2>/dev/null; then
+            echo "$cand"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# make_venv 3.12 EXTRAS -> prints the venv's python after installing tidal[EXTRAS] into it.
+make_venv() {
+    local minor="$1" extras="$2" py venv
+    py="$(find_python "$minor")" || { echo "python$minor not found" >&2; return 1; }
+    venv="$ROOT/.venv/$minor"
+    if [ ! -x "$venv/bin/python" ]; then
+        "$py" -m venv "$venv" >&2 || return 1
+        "$venv/bin/python" -m pip install -q --upgrade pip >&2 || return 1
+    fi
+    # Re-running is cheap: pip skips what is already satisfied.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$extras]" >&2 || return 1
+    echo "$venv/bin/python"
+}
