@@ -1,0 +1,58 @@
+"""Shared fixtures: every behavioural test runs on asyncio's loop (the oracle) and on tidal's."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import tidal
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+LOOP_FACTORIES: dict[str, LoopFactory] = {
+    "asyncio": asyncio.new_event_loop,
+    "tidal": tidal.new_event_loop,
+}
+
+
+@pytest.fixture(params=sorted(LOOP_FACTORIES))
+def loop_name(request: pytest.FixtureRequest) -> str:
+    """'asyncio' or 'tidal': the loop this run of the test uses."""
+    return str(request.param)
+
+
+@pytest.fixture
+def loop_factory(loop_name: str) -> LoopFactory:
+    """A callable returning a new loop of the kind under test."""
+    return LOOP_FACTORIES[loop_name]
+
+
+@pytest.fixture
+def loop(loop_factory: LoopFactory) -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh loop of the kind under test; closed afterwards with strict teardown.
+
+    Teardown fails the test if the loop reported anything to its exception handler that the test
+    did not collect itself (tests that expect reports install their own handler).
+    """
+    new_loop = loop_factory()
+    unexpected: list[dict[str, Any]] = []
+    new_loop.set_exception_handler(lambda _loop, context: unexpected.append(context))
+    try:
+        yield new_loop
+    finally:
+        if not new_loop.is_closed():
+            new_loop.run_until_complete(new_loop.shutdown_asyncgens())
+            new_loop.run_until_complete(new_loop.shutdown_default_executor())
+            new_loop.close()
+        gc.collect()
+        assert not unexpected, f"unexpected exception-handler calls: {unexpected!r}"
+
+
+@pytest.fixture
+def run(loop: asyncio.AbstractEventLoop) -> Callable[..., Any]:
+    """run(coro) -> result, on the loop under test."""
+    return loop.run_until_complete
