@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -271,11 +271,13 @@ EXAMPLES: tuple[Example, ...] = (
     Example("sequential", "two coroutines awaited in turn (1 s + 2 s)", 3.0, sequential),
     Example("concurrent", "two tasks and gather, as a notebook cell", 2.0, concurrent_cell),
     Example("executor", "a blocking call in a pool; the loop keeps ticking", 10.0, executor_future),
-    Example("never_awaited", "a task finishes though only another is awaited", 2.0,
-            never_awaited_task),
+    Example(
+        "never_awaited", "a task finishes though only another is awaited", 2.0, never_awaited_task
+    ),
     Example("awaitables", "coroutine, Task, Future and a duck-typed awaitable", 0.5, awaitables),
-    Example("threads", "run_coroutine_threadsafe and call_soon_threadsafe", 0.5,
-            from_other_threads),
+    Example(
+        "threads", "run_coroutine_threadsafe and call_soon_threadsafe", 0.5, from_other_threads
+    ),
 )
 
 
@@ -317,7 +319,7 @@ def run_example(example: Example, loop_factory: LoopFactory, scale: float) -> Ou
     """Run one example, capturing its output with timestamps."""
     start = time.perf_counter()
     writer = _TimedWriter(start)
-    with contextlib.redirect_stdout(writer):  # type: ignore[type-var]
+    with contextlib.redirect_stdout(writer):
         example.run(loop_factory, scale)
     seconds = time.perf_counter() - start
     return Outcome([normalise(line) for _, line in writer.lines], writer.lines, seconds)
@@ -331,9 +333,12 @@ def _loop_factories(which: str) -> list[tuple[str, LoopFactory]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tidal demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every delay (1.0 = the notes' seconds)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tidal demo", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every delay (1.0 = the notes' seconds)"
+    )
     parser.add_argument("--loop", choices=["tidal", "asyncio", "both"], default="both")
     parser.add_argument("--only", help="run one example by name")
     args = parser.parse_args(argv)
@@ -341,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     for example in EXAMPLES:
         if args.only and example.name != args.only:
             continue
-        print(f"== {example.name}: {example.title} "
-              f"(notes: {example.expected_seconds * args.scale:.2f} s)")
+        print(
+            f"== {example.name}: {example.title} "
+            f"(notes: {example.expected_seconds * args.scale:.2f} s)"
+        )
         outcomes = {}
         for name, factory in _loop_factories(args.loop):
             outcome = run_example(example, factory, args.scale)
@@ -354,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             same = outcomes["tidal"].lines == outcomes["asyncio"].lines
             mismatches += not same
             ratio = outcomes["tidal"].seconds / outcomes["asyncio"].seconds
-            print(f"-- same output on both loops: {'yes' if same else 'NO'}; "
-                  f"time tidal/asyncio = {ratio:.3f}")
+            print(
+                f"-- same output on both loops: {'yes' if same else 'NO'}; "
+                f"time tidal/asyncio = {ratio:.3f}"
+            )
         print()
     sys.stdout.flush()
     return 1 if mismatches else 0

@@ -24,11 +24,15 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import sys
 from asyncio import format_helpers
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
+
+from .core.handles import Handle
+from .core.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -40,6 +44,10 @@ FINISHED: Final = "FINISHED"
 CancelledError = asyncio.CancelledError
 InvalidStateError = asyncio.InvalidStateError
 _copy_context = contextvars.copy_context
+
+# Python 3.13 stores a StopIteration given to set_exception() as a RuntimeError caused by it;
+# earlier versions raise TypeError. Match the running Python.
+_STOP_ITERATION_BECOMES_RUNTIME_ERROR: Final = sys.version_info >= (3, 13)
 
 # The instance fields every future-like object of tidal carries (Task adds its own).
 FUTURE_SLOTS: Final = (
@@ -54,13 +62,15 @@ FUTURE_SLOTS: Final = (
     "_log_traceback",  # True: report "exception was never retrieved" when collected
     "_source_traceback",  # where we were created (debug mode only), else None
     "_asyncio_future_blocking",  # True between "yield self" in __await__ and the task seeing it
+    "_ready",  # the ready deque of a tidal loop (done callbacks go straight in), else None
 )
 
 
 class FutureMixin:
     """The Future behaviour shared by ``Future`` and ``tasks.Task`` (no layout of its own)."""
 
-    __slots__ = ()
+    if not TYPE_CHECKING:  # the concrete classes declare the slots; mypy checks them there
+        __slots__ = ()
 
     # Declared for the type checker; the concrete classes provide the slots.
     _loop: Any
@@ -74,23 +84,28 @@ class FutureMixin:
     _log_traceback: bool
     _source_traceback: Any
     _asyncio_future_blocking: bool
+    _ready: collections.deque[Handle] | None
 
     def _init_future(self, loop: Any) -> None:
+        """Set the Future fields (``Future.__init__``; Task inlines the same for speed)."""
         if loop is None:
             loop = asyncio.get_event_loop()
         self._loop = loop
+        if isinstance(loop, Scheduler):
+            self._ready = loop._ready
+            debug = loop._debug
+        else:
+            self._ready = None
+            debug = loop.get_debug()
         self._state = PENDING
         self._result = None
         self._exception = None
-        self._exception_tb = None
         self._callbacks = []
         self._cancel_message = None
         self._cancelled_exc = None
         self._log_traceback = False
         self._asyncio_future_blocking = False
-        self._source_traceback = (
-            format_helpers.extract_stack(sys._getframe(2)) if loop.get_debug() else None
-        )
+        self._source_traceback = format_helpers.extract_stack(sys._getframe(2)) if debug else None
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} {' '.join(self._repr_info())}>"
@@ -153,9 +168,20 @@ class FutureMixin:
         if not callbacks:
             return
         self._callbacks = []
-        call_soon = self._loop.call_soon
+        ready = self._ready
+        if ready is None:
+            call_soon = self._loop.call_soon
+            for callback, context in callbacks:
+                call_soon(callback, self, context=context)
+            return
+        # Fast path on a tidal loop: what call_soon would do, minus its argument checks (the
+        # callbacks were checked when added) and the method call.
+        loop = self._loop
+        if loop._closed:
+            loop._raise_closed()
+        args = (self,)
         for callback, context in callbacks:
-            call_soon(callback, self, context=context)
+            ready.append(Handle(callback, args, loop, context))
 
     def cancelled(self) -> bool:
         """Return True if the future was cancelled."""
@@ -231,7 +257,8 @@ class FutureMixin:
 
         Raises:
             InvalidStateError: the future is already done.
-            TypeError: ``exception`` is a StopIteration, which cannot travel through a coroutine.
+            TypeError: ``exception`` is a StopIteration, which cannot travel through a coroutine
+                (before Python 3.13; 3.13+ stores a RuntimeError caused by it instead).
         """
         if self._state is not PENDING:
             raise InvalidStateError(f"{self._state}: {self!r}")
@@ -242,7 +269,16 @@ class FutureMixin:
                 f"set_exception() expects an exception instance or class, not "
                 f"{type(exception).__name__}"
             )
-        if type(exception) is StopIteration:
+        if _STOP_ITERATION_BECOMES_RUNTIME_ERROR:
+            if isinstance(exception, StopIteration):
+                # 3.13+: store a RuntimeError caused by it instead of refusing (asyncio does).
+                replacement = RuntimeError(
+                    "StopIteration interacts badly with generators and cannot be raised into a "
+                    "Future"
+                )
+                replacement.__cause__ = replacement.__context__ = exception
+                exception = replacement
+        elif type(exception) is StopIteration:
             raise TypeError(
                 "StopIteration interacts badly with generators and cannot be raised into a Future"
             )
@@ -263,7 +299,7 @@ class FutureMixin:
     __iter__ = __await__  # for "yield from" in generator-based code
 
 
-class Future(FutureMixin, asyncio.Future):  # type: ignore[misc]  # both define the API
+class Future(FutureMixin, asyncio.Future[Any]):
     """A result that will be available later; asyncio's Future API and semantics.
 
     Args:

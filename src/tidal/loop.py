@@ -54,7 +54,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
         """Return a new tidal Future bound to this loop."""
         return Future(loop=self)
 
-    def create_task(  # type: ignore[override]  # typeshed narrows coro to Coroutine|Generator
+    def create_task(
         self,
         coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
         *,
@@ -93,7 +93,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     def get_task_factory(self) -> Callable[..., Any] | None:
         return self._task_factory
 
-    def run_until_complete(self, future: Awaitable[_T]) -> _T:
+    def run_until_complete(self, future: Generator[Any, None, _T] | Awaitable[_T]) -> _T:
         """Run until ``future`` (a coroutine is wrapped in a Task) is done; return its result.
 
         Raises:
@@ -103,7 +103,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
         self._check_closed()
         self._check_running()
         new_task = not asyncio.isfuture(future)
-        fut: Any = asyncio.ensure_future(future, loop=self)
+        fut: Any = asyncio.ensure_future(future, loop=self)  # type: ignore[arg-type]
         if new_task:
             # Its exception is raised to our caller, so a pending-task report would be noise.
             fut._log_destroy_pending = False
@@ -167,6 +167,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
                 f"asynchronous generator {agen!r} was scheduled after "
                 f"loop.shutdown_asyncgens() call",
                 ResourceWarning,
+                stacklevel=2,
                 source=self,
             )
         self._asyncgens.add(agen)
@@ -197,7 +198,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
 
     # -- name resolution (blocking calls, so they run in the default executor) -------------
 
-    async def getaddrinfo(  # type: ignore[override]  # typeshed's precise tuple types
+    async def getaddrinfo(
         self,
         host: bytes | str | None,
         port: bytes | str | int | None,

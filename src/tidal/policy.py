@@ -14,7 +14,7 @@ import asyncio
 from .loop import EventLoop
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """asyncio's default policy, except that new loops are tidal loops."""
 
     _loop_factory = EventLoop

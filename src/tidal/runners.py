@@ -26,7 +26,7 @@ def new_event_loop() -> EventLoop:
     return EventLoop()
 
 
-class Runner(asyncio.Runner):
+class Runner(asyncio.Runner):  # type: ignore[misc]  # typeshed marks it @final; see docstring
     """``asyncio.Runner`` whose loops are tidal's unless ``loop_factory`` says otherwise.
 
     Args:

@@ -31,11 +31,15 @@ import contextvars
 import reprlib
 import sys
 import traceback
-from asyncio import coroutines
+import types
+from asyncio import coroutines, format_helpers
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
 from typing import IO, Any, Final
 
+from .core.errors import FATAL_EXCEPTIONS
+from .core.handles import Handle
+from .core.scheduler import Scheduler
 from .futures import (
     CANCELLED,
     FINISHED,
@@ -53,6 +57,8 @@ _leave_task = _tasks_module._leave_task
 _register_task = _tasks_module._register_task
 _name_counter: Callable[[], int] = _tasks_module._task_name_counter
 _iscoroutine = coroutines.iscoroutine
+_format_coroutine: Callable[[Any], str] = coroutines._format_coroutine  # type: ignore[attr-defined]
+_CoroutineType = types.CoroutineType
 _copy_context = contextvars.copy_context
 
 # 3.12 added eager tasks: a separate registry for tasks in their first (synchronous) step and a
@@ -85,15 +91,17 @@ _UNCANCEL_CLEARS_MUST_CANCEL: Final = sys.version_info >= (3, 13)
 TASK_SLOTS: Final = (
     "_coro",  # the coroutine we drive; None once done after an eager start
     "_context",  # contextvars.Context every step runs in
-    "_name",  # str, "Task-N" unless given
+    "_name",  # str, or the int N of a default name "Task-N" not yet formatted
     "_must_cancel",  # True: throw CancelledError into the coroutine at the next step
     "_fut_waiter",  # the future the coroutine is parked on, or None while runnable
     "_num_cancels_requested",  # cancel() calls minus uncancel() calls (>= 0)
     "_log_destroy_pending",  # False: being collected while pending is expected, stay silent
+    "_step_handle",  # the Handle that runs our next step, reused for every bare yield; None
+    # once done (it refers back to us, and that cycle must not outlive the task)
 )
 
 
-class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the API
+class Task(FutureMixin, asyncio.Task[Any]):
     """A coroutine wrapped in a Future; asyncio's Task API and semantics.
 
     Args:
@@ -109,6 +117,15 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
 
     __slots__ = FUTURE_SLOTS + TASK_SLOTS
 
+    _coro: Coroutine[Any, Any, Any] | None
+    _context: contextvars.Context
+    _name: str | int
+    _must_cancel: bool
+    _fut_waiter: Any
+    _num_cancels_requested: int
+    _log_destroy_pending: bool
+    _step_handle: Handle | None
+
     def __init__(
         self,
         coro: Coroutine[Any, Any, Any],
@@ -118,8 +135,26 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
         context: contextvars.Context | None = None,
         eager_start: bool = False,
     ) -> None:
-        self._init_future(loop)
-        if not _iscoroutine(coro):
+        # The Future fields, set inline: task creation is hot (gather, TaskGroup).
+        if loop is None:
+            loop = asyncio.get_event_loop()
+        self._loop = loop
+        if isinstance(loop, Scheduler):
+            self._ready = ready = loop._ready
+            debug = loop._debug
+        else:
+            self._ready = ready = None
+            debug = loop.get_debug()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._callbacks = []
+        self._cancel_message = None
+        self._cancelled_exc = None
+        self._log_traceback = False
+        self._asyncio_future_blocking = False
+        self._source_traceback = format_helpers.extract_stack(sys._getframe(1)) if debug else None
+        if type(coro) is not _CoroutineType and not _iscoroutine(coro):
             self._log_destroy_pending = False
             self._coro = None
             raise TypeError(
@@ -127,19 +162,28 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
                 f"'async def' function (e.g. create_task(main()), not create_task(main))"
             )
         self._coro = coro
-        self._name = f"Task-{_name_counter()}" if name is None else str(name)
+        # The default name is formatted only when someone asks (see get_name).
+        self._name = _name_counter() if name is None else str(name)
         self._must_cancel = False
         self._fut_waiter = None
         self._num_cancels_requested = 0
         self._log_destroy_pending = True
-        self._context = _copy_context() if context is None else context
-        if self._source_traceback:
-            del self._source_traceback[-1]
-        if eager_start and self._loop.is_running():
+        self._context = context = _copy_context() if context is None else context
+        if eager_start and loop.is_running():
+            self._step_handle = None
             self._eager_start()
+            return
+        if ready is not None:
+            if loop._closed:
+                loop._raise_closed()
+            # Invariant: a task has at most one step scheduled at a time, so one Handle can
+            # carry all of its bare-yield steps (asyncio allocates one per step).
+            self._step_handle = handle = Handle(self._step, (), loop, context)
+            ready.append(handle)
         else:
-            self._loop.call_soon(self._step, context=self._context)
-            _register_task(self)
+            self._step_handle = None
+            loop.call_soon(self._step, context=context)
+        _register_task(self)
 
     def __del__(self) -> None:
         if self._state is PENDING and self._log_destroy_pending:
@@ -160,16 +204,16 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
         info = FutureMixin._repr_info(self)
         if self._num_cancels_requested and self._state is PENDING:
             info[0] = "cancelling"
-        info.insert(1, f"name={self._name!r}")
+        info.insert(1, f"name={self.get_name()!r}")
         if self._fut_waiter is not None:
             info.insert(2, f"wait_for={self._fut_waiter!r}")
         if self._coro is not None:
-            info.insert(2, f"coro=<{coroutines._format_coroutine(self._coro)}>")
+            info.insert(2, f"coro=<{_format_coroutine(self._coro)}>")
         return info
 
     # -- the public Task API ---------------------------------------------------------------
 
-    def get_coro(self) -> Coroutine[Any, Any, Any] | None:
+    def get_coro(self) -> Any:
         """Return the coroutine this task wraps (None after an eager task finished)."""
         return self._coro
 
@@ -178,7 +222,10 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
         return self._context
 
     def get_name(self) -> str:
-        return self._name
+        name = self._name
+        if isinstance(name, int):
+            self._name = name = f"Task-{name}"
+        return name
 
     def set_name(self, value: object) -> None:
         self._name = str(value)
@@ -213,6 +260,10 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
             frames.reverse()
         elif self._exception is not None:
             tb = self._exception.__traceback__
+            # The traceback starts in our own stepping code (asyncio's C Task adds no frame
+            # there): skip it so the first frame is the coroutine's, as on asyncio.
+            while tb is not None and tb.tb_frame.f_globals.get("__name__") == __name__:
+                tb = tb.tb_next
             while tb is not None and (limit is None or len(frames) < limit):
                 frames.append(tb.tb_frame)
                 tb = tb.tb_next
@@ -268,7 +319,11 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
     # -- stepping --------------------------------------------------------------------------
 
     def _step(self, exc: BaseException | None = None) -> None:
-        """Run the coroutine until its next suspension point (the hot path)."""
+        """Run the coroutine until its next suspension point. This is the hot path.
+
+        Fast paths, in order: a bare yield (``asyncio.sleep(0)``), then a tidal future of our
+        loop; everything else (foreign futures, mistakes) goes to ``_park_other``.
+        """
         if self._state is not PENDING:
             raise InvalidStateError(f"_step(): already done: {self!r}, {exc!r}")
         if self._must_cancel:
@@ -279,68 +334,64 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
         loop = self._loop
         _enter_task(loop, self)
         try:
-            self._run_step(exc)
+            try:
+                if exc is None:
+                    result = self._coro.send(None)  # type: ignore[union-attr]  # not None while pending
+                else:
+                    result = self._coro.throw(exc)  # type: ignore[union-attr]
+            except StopIteration as stop:
+                self._step_handle = None
+                if self._must_cancel:
+                    # cancel() arrived while the coroutine was finishing: honour it.
+                    self._must_cancel = False
+                    FutureMixin.cancel(self, msg=self._cancel_message)
+                else:
+                    FutureMixin.set_result(self, stop.value)
+            except CancelledError as cancelled:
+                self._step_handle = None
+                self._cancelled_exc = cancelled  # chained into the error result() raises
+                FutureMixin.cancel(self)
+            except FATAL_EXCEPTIONS as fatal:
+                self._step_handle = None
+                FutureMixin.set_exception(self, fatal)
+                raise
+            except BaseException as error:
+                self._step_handle = None
+                FutureMixin.set_exception(self, error)
+            else:
+                if result is None:
+                    # A bare yield (asyncio.sleep(0)): run again on the next loop turn.
+                    handle = self._step_handle
+                    if handle is not None:
+                        self._ready.append(handle)  # type: ignore[union-attr]
+                    elif self._ready is not None:
+                        self._step_handle = handle = Handle(self._step, (), loop, self._context)
+                        self._ready.append(handle)
+                    else:
+                        loop.call_soon(self._step, context=self._context)
+                elif (
+                    (type(result) is _TidalFuture or type(result) is Task)
+                    and result._loop is loop
+                    and result._asyncio_future_blocking
+                    and result is not self
+                ):
+                    # A tidal future of our loop: park on it without going through its API.
+                    result._asyncio_future_blocking = False
+                    if result._state is PENDING:
+                        result._callbacks.append((self._wakeup, self._context))
+                    else:
+                        loop.call_soon(self._wakeup, result, context=self._context)
+                    self._fut_waiter = result
+                    if self._must_cancel and result.cancel(msg=self._cancel_message):
+                        self._must_cancel = False
+                else:
+                    self._park_other(result)
         finally:
             _leave_task(loop, self)
 
-    def _run_step(self, exc: BaseException | None) -> None:
-        coro = self._coro
-        assert coro is not None
-        try:
-            if exc is None:
-                result = coro.send(None)
-            else:
-                result = coro.throw(exc)
-        except StopIteration as stop:
-            if self._must_cancel:
-                # cancel() arrived while the coroutine was finishing: honour it.
-                self._must_cancel = False
-                FutureMixin.cancel(self, msg=self._cancel_message)
-            else:
-                FutureMixin.set_result(self, stop.value)
-        except CancelledError as cancelled:
-            self._cancelled_exc = cancelled  # chained into the CancelledError result() raises
-            FutureMixin.cancel(self)
-        except (KeyboardInterrupt, SystemExit) as fatal:
-            FutureMixin.set_exception(self, fatal)
-            raise
-        except BaseException as error:
-            FutureMixin.set_exception(self, error)
-        else:
-            self._park(result)
-
-    def _park(self, result: Any) -> None:
-        """Decide what the coroutine's yielded value means and arrange the next step."""
+    def _park_other(self, result: Any) -> None:
+        """The coroutine yielded something other than None or one of our loop's futures."""
         loop = self._loop
-        result_type = type(result)
-        if result_type is _TidalFuture or result_type is Task:
-            # Fast path for tidal's own futures: we know their fields are ours.
-            if result._loop is not loop:
-                self._step_soon(
-                    RuntimeError(f"Task {self!r} got Future {result!r} attached to a different loop")
-                )
-            elif not result._asyncio_future_blocking:
-                self._step_soon(
-                    RuntimeError(
-                        f"yield was used instead of yield from in task {self!r} with {result!r}"
-                    )
-                )
-            elif result is self:
-                self._step_soon(RuntimeError(f"Task cannot await on itself: {self!r}"))
-            else:
-                result._asyncio_future_blocking = False
-                if result._state is PENDING:
-                    result._callbacks.append((self._wakeup, self._context))
-                else:
-                    loop.call_soon(self._wakeup, result, context=self._context)
-                self._fut_waiter = result
-                if self._must_cancel and result.cancel(msg=self._cancel_message):
-                    self._must_cancel = False
-            return
-        if result is None:
-            # A bare yield (asyncio.sleep(0)): run again on the next loop turn.
-            loop.call_soon(self._step, context=self._context)
-            return
         blocking = getattr(result, "_asyncio_future_blocking", None)
         if blocking is None:
             if isinstance(result, Generator):
@@ -364,7 +415,7 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
         elif result is self:
             self._step_soon(RuntimeError(f"Task cannot await on itself: {self!r}"))
         else:
-            # A foreign future (asyncio's, concurrent-wrapped, a library's own): use its API.
+            # A foreign future (asyncio's, a library's own): use its public API.
             result._asyncio_future_blocking = False
             result.add_done_callback(self._wakeup, context=self._context)
             self._fut_waiter = result
@@ -393,15 +444,19 @@ class Task(FutureMixin, asyncio.Task):  # type: ignore[misc]  # both define the 
             self._step()
 
     def _eager_start(self) -> None:
-        """Run the first step now, inside create_task, as asyncio's eager tasks do (3.12+)."""
+        """Run the first step now, inside create_task, as asyncio's eager tasks do (3.12+).
+
+        The creating task (if any) stops being "current" for the duration, so that the step's
+        own enter/leave bookkeeping works, and becomes current again afterwards.
+        """
         loop = self._loop
-        previous = _swap_current_task(loop, self)
+        previous = _swap_current_task(loop, None)
         if _register_eager_task is not None:
             _register_eager_task(self)
         else:
             _register_task(self)
         try:
-            self._context.run(self._run_step, None)
+            self._context.run(self._step)
         finally:
             if _unregister_eager_task is not None:
                 _unregister_eager_task(self)

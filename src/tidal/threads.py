@@ -27,7 +27,10 @@ DEFAULT_THREAD_NAME_PREFIX = "asyncio"
 
 
 def run_in_executor(
-    loop: EventLoop, executor: concurrent.futures.Executor | None, func: Callable[..., _T], *args: Any
+    loop: EventLoop,
+    executor: concurrent.futures.Executor | None,
+    func: Callable[..., _T],
+    *args: Any,
 ) -> asyncio.Future[_T]:
     loop._check_closed()
     if loop._debug or not callable(func):

@@ -32,7 +32,10 @@ import traceback
 import warnings
 from asyncio import format_helpers
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 from ..io.poller import EVENT_READ, EVENT_WRITE, Poller, default_poller
 from .errors import FATAL_EXCEPTIONS
@@ -53,6 +56,7 @@ CANCELLED_TIMERS_FRACTION_TO_COMPACT: Final = 0.5
 # Depth of coroutine-origin tracking in debug mode (asyncio.constants.DEBUG_STACK_DEPTH).
 DEBUG_STACK_DEPTH: Final = 10
 
+_Ts = TypeVarTuple("_Ts")
 _copy_context = contextvars.copy_context
 _heappush = heapq.heappush
 _heappop = heapq.heappop
@@ -99,8 +103,8 @@ class Scheduler:
 
     def call_soon(
         self,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> Handle:
         """Run ``callback(*args)`` on the next loop turn, in FIFO order.
@@ -123,32 +127,42 @@ class Scheduler:
     def call_later(
         self,
         delay: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> TimerHandle:
         """Run ``callback(*args)`` once ``delay`` seconds have passed."""
         if delay is None:
             raise TypeError("delay must not be None; pass a number of seconds")
-        return self.call_at(self.time() + delay, callback, *args, context=context)
+        return self._call_at(self.time() + delay, callback, args, context, "call_later")
 
     def call_at(
         self,
         when: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> TimerHandle:
         """Run ``callback(*args)`` at loop time ``when`` (see ``time()``)."""
         if when is None:
             raise TypeError("when cannot be None; pass an absolute loop time (loop.time() + s)")
+        return self._call_at(when, callback, args, context, "call_at")
+
+    def _call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+        method: str,
+    ) -> TimerHandle:
         if self._closed:
             self._raise_closed()
         if self._debug:
             self._check_thread()
-            self._check_callback(callback, "call_at")
+            self._check_callback(callback, method)
         elif not callable(callback):
-            self._check_callback(callback, "call_at")
+            self._check_callback(callback, method)
         timer = TimerHandle(
             when, callback, args, self, _copy_context() if context is None else context
         )
@@ -158,8 +172,8 @@ class Scheduler:
 
     def call_soon_threadsafe(
         self,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> Handle:
         """Like ``call_soon``, from any thread: wakes the loop if it is waiting for I/O."""
@@ -172,30 +186,29 @@ class Scheduler:
         self._wakeup.notify()
         return handle
 
-    def _timer_handle_cancelled(self, handle: TimerHandle) -> None:
-        """Called by ``TimerHandle.cancel()``: the heap entry is dropped lazily."""
-        if handle._scheduled:
-            self._timer_cancelled_count += 1
-
     def _write_to_self(self) -> None:
         """Wake the loop from another thread even if it is not sleeping yet (asyncio's name)."""
         self._wakeup.force()
 
     # -- readers and writers -----------------------------------------------------------------
 
-    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+    def add_reader(
+        self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any], *args: *_Ts
+    ) -> None:
         """Run ``callback(*args)`` whenever ``fd`` is readable."""
         self._add_watcher(fd, EVENT_READ, callback, args)
 
-    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+    def add_writer(
+        self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any], *args: *_Ts
+    ) -> None:
         """Run ``callback(*args)`` whenever ``fd`` is writable."""
         self._add_watcher(fd, EVENT_WRITE, callback, args)
 
-    def remove_reader(self, fd: Any) -> bool:
+    def remove_reader(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for reading; return True if it was watched."""
         return self._remove_watcher(fd, EVENT_READ)
 
-    def remove_writer(self, fd: Any) -> bool:
+    def remove_writer(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for writing; return True if it was watched."""
         return self._remove_watcher(fd, EVENT_WRITE)
 
@@ -248,70 +261,82 @@ class Scheduler:
     # -- one turn of the loop ----------------------------------------------------------------
 
     def _run_once(self) -> None:
-        """One turn: tidy timers, poll I/O if useful, move due timers, run the ready batch."""
+        """Run exactly one turn of the loop (tests and tools drive the loop this way)."""
+        self._run_turns(once=True)
+
+    def _run_turns(self, once: bool) -> None:
+        """Turn the loop until ``stop()`` (or once). Each turn has four phases.
+
+        Phase 1 tidies the timer heap, phase 2 polls for I/O (only when that can find
+        something), phase 3 moves due timers to the ready queue, phase 4 runs the batch of
+        handles that was ready when it started. The turns are a loop here, not a method called
+        per turn, because a turn with one callback in it is the common case.
+        """
         ready = self._ready
         timers = self._timers
-
-        # Phase 1: drop cancelled timers, lazily, compacting the heap when they pile up.
-        cancelled = self._timer_cancelled_count
-        if cancelled:
-            if (
-                cancelled > MIN_CANCELLED_TIMERS_TO_COMPACT
-                and cancelled > len(timers) * CANCELLED_TIMERS_FRACTION_TO_COMPACT
-            ):
-                self._compact_timers()
-            else:
-                while timers and timers[0][2]._cancelled:
-                    _heappop(timers)[2]._scheduled = False
-                    self._timer_cancelled_count -= 1
-
-        # Phase 2: poll. With work ready and no descriptor but the wake-up one, there is nothing
-        # the poller could tell us (threads append to _ready directly), so skip the syscall.
-        if ready or self._stopping:
-            if self._io_registrations:
-                self._process_events(self._poller.select(0))
-        else:
-            timeout: float | None = None
-            if timers:
-                timeout = min(max(0.0, timers[0][0] - self.time()), MAXIMUM_POLL_TIMEOUT)
-            wakeup = self._wakeup
-            wakeup.sleeping = True  # from here on, other threads write the wake-up fd
-            if ready:  # a thread appended between our check and the flag: don't sleep
-                timeout = 0
-            try:
-                events = self._poller.select(timeout)
-            finally:
-                wakeup.sleeping = False
-            if events:
-                self._process_events(events)
-
-        # Phase 3: due timers join the ready queue, in deadline order.
-        if timers:
-            end_time = self.time() + self._clock_resolution
-            while timers and timers[0][0] < end_time:
-                timer = _heappop(timers)[2]
-                timer._scheduled = False
-                if timer._cancelled:
-                    self._timer_cancelled_count -= 1
-                else:
-                    ready.append(timer)
-
-        # Phase 4: run only the batch that was ready when this phase started; whatever it
-        # schedules runs next turn, so I/O and timers are never starved (asyncio's rule).
-        if self._debug:
-            self._run_ready_debug(len(ready))
-            return
+        wakeup = self._wakeup
         popleft = ready.popleft
-        for _ in range(len(ready)):
-            handle = popleft()
-            if handle._cancelled:
-                continue
-            try:
-                handle._context.run(handle._callback, *handle._args)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._report_handle_error(handle, exc)
+        while True:
+            # Phase 1: drop cancelled timers, lazily; compact the heap when they pile up.
+            cancelled = self._timer_cancelled_count
+            if cancelled:
+                if (
+                    cancelled > MIN_CANCELLED_TIMERS_TO_COMPACT
+                    and cancelled > len(timers) * CANCELLED_TIMERS_FRACTION_TO_COMPACT
+                ):
+                    self._compact_timers()
+                else:
+                    while timers and timers[0][2]._cancelled:
+                        _heappop(timers)[2]._scheduled = False
+                        self._timer_cancelled_count -= 1
+
+            # Phase 2: poll. With work ready and no descriptor but the wake-up one, the poller
+            # could tell us nothing (threads append to _ready directly): skip the syscall.
+            if ready or self._stopping:
+                if self._io_registrations:
+                    self._process_events(self._poller.select(0))
+            else:
+                timeout: float | None = None
+                if timers:
+                    timeout = min(max(0.0, timers[0][0] - self.time()), MAXIMUM_POLL_TIMEOUT)
+                wakeup.sleeping = True  # from here on, other threads write the wake-up fd
+                if ready:  # a thread appended between our check and the flag: don't sleep
+                    timeout = 0
+                try:
+                    events = self._poller.select(timeout)
+                finally:
+                    wakeup.sleeping = False
+                if events:
+                    self._process_events(events)
+
+            # Phase 3: due timers join the ready queue, in deadline order.
+            if timers:
+                end_time = self.time() + self._clock_resolution
+                while timers and timers[0][0] < end_time:
+                    timer = _heappop(timers)[2]
+                    timer._scheduled = False
+                    if timer._cancelled:
+                        self._timer_cancelled_count -= 1
+                    else:
+                        ready.append(timer)
+
+            # Phase 4: run only the batch that was ready when this phase started; whatever it
+            # schedules runs next turn, so I/O and timers are never starved (asyncio's rule).
+            if self._debug:
+                self._run_ready_debug(len(ready))
+            else:
+                for _ in range(len(ready)):
+                    handle = popleft()
+                    if handle._cancelled:
+                        continue
+                    try:
+                        handle._context.run(handle._callback, *handle._args)
+                    except FATAL_EXCEPTIONS:
+                        raise
+                    except BaseException as exc:
+                        self._report_handle_error(handle, exc)
+            if once or self._stopping:
+                return
 
     def _process_events(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         ready_append = self._ready.append
@@ -387,11 +412,7 @@ class Scheduler:
         self._install_asyncgen_hooks()
         asyncio.events._set_running_loop(self)  # type: ignore[arg-type]
         try:
-            run_once = self._run_once
-            while True:
-                run_once()
-                if self._stopping:
-                    break
+            self._run_turns(once=False)
         finally:
             self._stopping = False
             self._thread_id = None
@@ -495,7 +516,8 @@ class Scheduler:
             self._coroutine_origin_tracking_saved_depth = sys.get_coroutine_origin_tracking_depth()
             sys.set_coroutine_origin_tracking_depth(DEBUG_STACK_DEPTH)
         else:
-            sys.set_coroutine_origin_tracking_depth(self._coroutine_origin_tracking_saved_depth or 0)
+            saved = self._coroutine_origin_tracking_saved_depth
+            sys.set_coroutine_origin_tracking_depth(saved or 0)
         self._coroutine_origin_tracking_enabled = bool(enabled)
 
     # -- errors ----------------------------------------------------------------------------------
@@ -503,7 +525,9 @@ class Scheduler:
     def get_exception_handler(self) -> Callable[[Any, dict[str, Any]], object] | None:
         return self._exception_handler
 
-    def set_exception_handler(self, handler: Callable[[Any, dict[str, Any]], object] | None) -> None:
+    def set_exception_handler(
+        self, handler: Callable[[Any, dict[str, Any]], object] | None
+    ) -> None:
         """Route loop errors to ``handler(loop, context)``; None restores the default."""
         if handler is not None and not callable(handler):
             raise TypeError(f"A callable object or None is expected, got {handler!r}")

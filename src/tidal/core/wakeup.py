@@ -34,7 +34,7 @@ _EVENTFD_INCREMENT: Final = (1).to_bytes(8, "little")  # eventfd write of 1; nat
 class Wakeup:
     """A self-notifying descriptor: ``fileno()`` goes readable after ``notify()``."""
 
-    __slots__ = ("_read_fd", "_write_fd", "_closer", "sleeping", "pending")
+    __slots__ = ("_closer", "_read_fd", "_write_fd", "pending", "sleeping")
 
     def __init__(self) -> None:
         # True while the loop thread is inside (or about to enter) the poller.
@@ -42,8 +42,10 @@ class Wakeup:
         # True after a notify() that the loop has not drained yet; limits writes to one per sleep.
         self.pending = False
         eventfd = getattr(os, "eventfd", None)
+        self._read_fd: int
+        self._write_fd: int
         if eventfd is not None:
-            fd = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            fd: int = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._read_fd = self._write_fd = fd
             self._closer: tuple[object, ...] = ()
         else:  # pragma: no cover - non-Linux
