@@ -85,6 +85,10 @@ else:
         return previous
 
 
+# tidal.observe (observe/hooks.py) sets this to its handler while anyone listens for new tasks;
+# while it is None, Task.__init__ pays one global test for observability.
+_observe_spawn: Callable[[Any], None] | None = None
+
 # 3.13 made uncancel() down to zero also clear a pending cancellation; match the running Python.
 _UNCANCEL_CLEARS_MUST_CANCEL: Final = sys.version_info >= (3, 13)
 
@@ -169,6 +173,8 @@ class Task(FutureMixin, asyncio.Task[Any]):
         self._num_cancels_requested = 0
         self._log_destroy_pending = True
         self._context = context = _copy_context() if context is None else context
+        if _observe_spawn is not None:
+            _observe_spawn(self)
         if eager_start and loop.is_running():
             self._step_handle = None
             self._eager_start()
@@ -186,15 +192,18 @@ class Task(FutureMixin, asyncio.Task[Any]):
         _register_task(self)
 
     def __del__(self) -> None:
-        if self._state is PENDING and self._log_destroy_pending:
-            context: dict[str, Any] = {
-                "task": self,
-                "message": "Task was destroyed but it is pending!",
-            }
-            if self._source_traceback:
-                context["source_traceback"] = self._source_traceback
-            self._loop.call_exception_handler(context)
-        super().__del__()
+        # Runs for every task that is freed: one frame, no super() call, on the common path.
+        if self._state is PENDING:
+            if self._log_destroy_pending:
+                context: dict[str, Any] = {
+                    "task": self,
+                    "message": "Task was destroyed but it is pending!",
+                }
+                if self._source_traceback:
+                    context["source_traceback"] = self._source_traceback
+                self._loop.call_exception_handler(context)
+        elif self._log_traceback:
+            FutureMixin.__del__(self)  # "exception was never retrieved"
 
     @reprlib.recursive_repr()
     def __repr__(self) -> str:
@@ -346,7 +355,11 @@ class Task(FutureMixin, asyncio.Task[Any]):
                     self._must_cancel = False
                     FutureMixin.cancel(self, msg=self._cancel_message)
                 else:
-                    FutureMixin.set_result(self, stop.value)
+                    # set_result(), inlined: every task ends here.
+                    self._result = stop.value
+                    self._state = FINISHED
+                    if self._callbacks:
+                        self._schedule_callbacks()
             except CancelledError as cancelled:
                 self._step_handle = None
                 self._cancelled_exc = cancelled  # chained into the error result() raises
@@ -376,6 +389,9 @@ class Task(FutureMixin, asyncio.Task[Any]):
                     and result is not self
                 ):
                     # A tidal future of our loop: park on it without going through its API.
+                    # The step handle is kept only by tasks that bare-yield: a parked task
+                    # would only keep it (and its bound method) alive for the GC to walk.
+                    self._step_handle = None
                     result._asyncio_future_blocking = False
                     if result._state is PENDING:
                         result._callbacks.append((self._wakeup, self._context))
@@ -388,6 +404,11 @@ class Task(FutureMixin, asyncio.Task[Any]):
                     self._park_other(result)
         finally:
             _leave_task(loop, self)
+            # An exception the coroutine raised keeps this frame alive through its traceback;
+            # without this the frame would keep the task alive too (task -> exception ->
+            # traceback -> frame -> task), and "exception was never retrieved" would wait for
+            # the cycle collector instead of being reported when the task is dropped.
+            self = None  # type: ignore[assignment]
 
     def _park_other(self, result: Any) -> None:
         """The coroutine yielded something other than None or one of our loop's futures."""
@@ -416,6 +437,7 @@ class Task(FutureMixin, asyncio.Task[Any]):
             self._step_soon(RuntimeError(f"Task cannot await on itself: {self!r}"))
         else:
             # A foreign future (asyncio's, a library's own): use its public API.
+            self._step_handle = None
             result._asyncio_future_blocking = False
             result.add_done_callback(self._wakeup, context=self._context)
             self._fut_waiter = result
@@ -440,6 +462,7 @@ class Task(FutureMixin, asyncio.Task[Any]):
             future.result()
         except BaseException as exc:
             self._step(exc)
+            self = None  # type: ignore[assignment]  # same cycle as at the end of _step
         else:
             self._step()
 
