@@ -47,6 +47,10 @@ def run_in_executor(
                 thread_name_prefix=DEFAULT_THREAD_NAME_PREFIX
             )
             loop._default_executor = executor
+    hooks = loop._hooks
+    if hooks is not None and (hooks.executor_job_started or hooks.executor_job_finished):
+        # Someone listens for executor jobs (observe/hooks.py): run func inside a wrapper.
+        return asyncio.wrap_future(executor.submit(hooks.wrap_job(func, args)), loop=loop)
     return asyncio.wrap_future(executor.submit(func, *args), loop=loop)
 
 

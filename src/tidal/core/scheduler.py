@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 import warnings
-from asyncio import format_helpers
+from asyncio import base_events, coroutines, format_helpers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVarTuple, Unpack
 
@@ -44,6 +44,18 @@ from .wakeup import Wakeup
 
 # asyncio's logger, so that existing logging configuration covers tidal's reports too.
 logger: Final = logging.getLogger("asyncio")
+
+
+def _report_logger() -> logging.Logger:
+    """The logger for error reports and slow-callback warnings, looked up at report time.
+
+    It is the same "asyncio" logger, but read from ``asyncio.base_events.logger`` on each report
+    because code that captures the loop's reports patches that module attribute (CPython's own
+    test-suite does, with ``mock.patch('asyncio.base_events.logger')``). Reports are rare, so
+    the lookup costs nothing that matters.
+    """
+    return base_events.logger  # type: ignore[attr-defined,no-any-return]
+
 
 # Seconds; the poller never sleeps longer than this in one call (asyncio uses one day too).
 MAXIMUM_POLL_TIMEOUT: Final = 24 * 3600.0
@@ -63,7 +75,15 @@ _heappop = heapq.heappop
 
 
 def _debug_mode_from_environment() -> bool:
-    """Debug mode defaults on under ``python -X dev`` or with PYTHONASYNCIODEBUG set."""
+    """Debug mode defaults on under ``python -X dev`` or with PYTHONASYNCIODEBUG set.
+
+    asyncio answers this in ``asyncio.coroutines._is_debug_mode()``; asking it (rather than
+    repeating its test) keeps one answer for both loops, including where a program or a test
+    patches that function (CPython's test_runners does). The fallback is the same test.
+    """
+    is_debug_mode = getattr(coroutines, "_is_debug_mode", None)
+    if is_debug_mode is not None:
+        return bool(is_debug_mode())
     return sys.flags.dev_mode or (
         not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
     )
@@ -92,6 +112,10 @@ class Scheduler:
         self._wakeup = Wakeup()
         self._poller.register(self._wakeup.fileno(), EVENT_READ, None)
         self._io_registrations = 0  # descriptors in the poller besides the wake-up one
+        # Observability (tidal.observe.hooks): the hook registry once someone asked for one, and
+        # whether phases 2 and 4 must go through it. Core never imports observe, hence Any.
+        self._hooks: Any = None
+        self._instrumented = False  # Invariant: True only while a turn-level hook has observers
 
     # -- time ------------------------------------------------------------------------------
 
@@ -118,9 +142,11 @@ class Scheduler:
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_soon")
-        elif not callable(callback):
-            self._check_callback(callback, "call_soon")
-        handle = Handle(callback, args, self, _copy_context() if context is None else context)
+            handle = self._debug_handle(callback, args, context)
+        else:
+            if not callable(callback):
+                self._check_callback(callback, "call_soon")
+            handle = Handle(callback, args, self, _copy_context() if context is None else context)
         self._ready.append(handle)
         return handle
 
@@ -158,14 +184,18 @@ class Scheduler:
     ) -> TimerHandle:
         if self._closed:
             self._raise_closed()
+        if context is None:
+            context = _copy_context()
         if self._debug:
             self._check_thread()
             self._check_callback(callback, method)
-        elif not callable(callback):
-            self._check_callback(callback, method)
-        timer = TimerHandle(
-            when, callback, args, self, _copy_context() if context is None else context
-        )
+            timer = TimerHandle(when, callback, args, self, context)
+            # End the source traceback at the user's call_at/call_later line, not ours.
+            timer._source_traceback = format_helpers.extract_stack(sys._getframe(2))
+        else:
+            if not callable(callback):
+                self._check_callback(callback, method)
+            timer = TimerHandle(when, callback, args, self, context)
         _heappush(self._timers, (when, self._timer_seq(), timer))
         timer._scheduled = True
         return timer
@@ -179,11 +209,31 @@ class Scheduler:
         """Like ``call_soon``, from any thread: wakes the loop if it is waiting for I/O."""
         if self._closed:
             self._raise_closed()
-        if self._debug or not callable(callback):
+        if self._debug:
             self._check_callback(callback, "call_soon_threadsafe")
-        handle = Handle(callback, args, self, _copy_context() if context is None else context)
+            handle = self._debug_handle(callback, args, context)
+        else:
+            if not callable(callback):
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = Handle(callback, args, self, _copy_context() if context is None else context)
         self._ready.append(handle)  # deque.append is atomic: safe without a lock
         self._wakeup.notify()
+        return handle
+
+    def _debug_handle(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> Handle:
+        """Debug mode: a Handle whose source traceback ends where the user scheduled it.
+
+        A Handle records the frame that constructed it; here that would be this method, so
+        the traceback is redone from the caller of ``call_soon``/``call_soon_threadsafe``, as
+        asyncio's ends (``loop.set_debug(True)`` reports point at the user's line).
+        """
+        handle = Handle(callback, args, self, _copy_context() if context is None else context)
+        handle._source_traceback = format_helpers.extract_stack(sys._getframe(2))
         return handle
 
     def _write_to_self(self) -> None:
@@ -303,7 +353,10 @@ class Scheduler:
                 if ready:  # a thread appended between our check and the flag: don't sleep
                     timeout = 0
                 try:
-                    events = self._poller.select(timeout)
+                    if self._instrumented:
+                        events = self._hooks.observed_select(timeout)
+                    else:
+                        events = self._poller.select(timeout)
                 finally:
                     wakeup.sleeping = False
                 if events:
@@ -322,7 +375,9 @@ class Scheduler:
 
             # Phase 4: run only the batch that was ready when this phase started; whatever it
             # schedules runs next turn, so I/O and timers are never starved (asyncio's rule).
-            if self._debug:
+            if self._instrumented:
+                self._hooks.run_ready(len(ready))  # timing and hooks, off the fast path
+            elif self._debug:
                 self._run_ready_debug(len(ready))
             else:
                 for _ in range(len(ready)):
@@ -387,7 +442,9 @@ class Scheduler:
                 self._current_handle = None
             took = self.time() - started
             if took >= self.slow_callback_duration:
-                logger.warning("Executing %s took %.3f seconds", _format_handle(handle), took)
+                _report_logger().warning(
+                    "Executing %s took %.3f seconds", _format_handle(handle), took
+                )
 
     def _report_handle_error(self, handle: Handle, exc: BaseException) -> None:
         source = format_helpers._format_callback_source(handle._callback, handle._args)
@@ -447,6 +504,8 @@ class Scheduler:
             return
         if self._debug:
             logger.debug("Close %r", self)
+        if self._hooks is not None:
+            self._hooks.emit_loop_closing()  # observability (observe/hooks.py)
         self._closed = True
         self._ready.clear()
         self._timers.clear()
@@ -559,7 +618,7 @@ class Scheduler:
             else:
                 value = repr(value)
             lines.append(f"{key}: {value}")
-        logger.error("\n".join(lines), exc_info=exc_info)
+        _report_logger().error("\n".join(lines), exc_info=exc_info)
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         """Report an error the loop cannot raise anywhere (see asyncio for the context keys)."""
@@ -570,7 +629,7 @@ class Scheduler:
             except FATAL_EXCEPTIONS:
                 raise
             except BaseException:
-                logger.error("Exception in default exception handler", exc_info=True)
+                _report_logger().error("Exception in default exception handler", exc_info=True)
             return
         try:
             thing = context.get("task") or context.get("future") or context.get("handle")
@@ -594,7 +653,7 @@ class Scheduler:
             except FATAL_EXCEPTIONS:
                 raise
             except BaseException:
-                logger.error(
+                _report_logger().error(
                     "Exception in default exception handler while handling an unexpected "
                     "error in custom exception handler",
                     exc_info=True,

@@ -1,0 +1,550 @@
+"""Instrumentation hooks: who listens to a loop, and the slow paths that tell them.
+
+Owns: ``Hooks``, the per-loop registry of observers (one tuple per hook), attaching it to a loop
+(``hooks_for``), the observed variants of the loop's phase 2 (``observed_select``) and phase 4
+(``run_ready``), error isolation (an observer that raises is removed and reported through the
+loop's exception handler, never propagated into the loop), and "loop watchers" that attach
+observers to every tidal loop a program creates (``python -m tidal trace`` needs them: the
+script makes its own loop).
+Not here: the call sites (core/scheduler.py phases 2 and 4 and ``close``, tasks.py
+``Task.__init__``, threads.py), what observers do with events (timeline.py, stats.py, leaks.py).
+
+Hooks, with the arguments each observer receives. Times come from ``time.perf_counter()``;
+durations are seconds.
+
+    task_spawned(task, parent)          Task.__init__; parent is the task running then, or None
+    before_task_step(task)              a task's step (or wakeup) is about to run
+    after_task_step(task, started, duration)
+    task_exited(task)                   the step that just ran finished the task
+    callback_ran(handle, started, duration)   a handle that is *not* a task step
+    before_io_wait(timeout)             the loop is about to sleep in the poller
+    after_io_wait(started, waited, events)    ``events``: how many descriptors were ready
+    executor_job_started(job)           in the worker thread; ``job`` is an ExecutorJob
+    executor_job_finished(job)          in the worker thread; job.finished is set
+    loop_closing(loop)                  the start of ``loop.close()``
+
+Task steps are seen where the loop runs them: phase 4 recognises a handle whose callback is a
+task's step or wakeup (tidal's Task and asyncio's own alike), so ``Task._step`` itself carries
+no hook test at all. A task's eager first step runs inside the code that created it and counts
+towards that code's step.
+
+What a hook costs:
+- Nobody listens: the loop's ``_instrumented`` flag is False; phases 2 and 4 test it once per
+  turn, ``Task.__init__`` tests one module global (``tasks._observe_spawn``), and
+  ``run_in_executor`` and ``close`` test ``loop._hooks``.
+- Someone listens to any loop-turn hook: phase 4 runs ``run_ready`` below, which reads the
+  clock twice per handle and calls each observer.
+
+Invariants:
+- A hook's observers are a tuple, replaced (never mutated) on change: emitting iterates a
+  snapshot, and worker threads (executor hooks) read it without a lock.
+- ``loop._instrumented`` is True exactly when some turn-level hook has an observer.
+- ``tasks._observe_spawn`` is set exactly when some loop has ``task_spawned`` observers or some
+  loop watcher is registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Final
+
+from .. import tasks as _tasks
+from ..core.errors import FATAL_EXCEPTIONS
+from ..core.scheduler import Scheduler
+
+logger: Final = logging.getLogger("tidal.observe")
+
+HOOK_NAMES: Final = (
+    "task_spawned",
+    "before_task_step",
+    "after_task_step",
+    "task_exited",
+    "callback_ran",
+    "before_io_wait",
+    "after_io_wait",
+    "executor_job_started",
+    "executor_job_finished",
+    "loop_closing",
+)
+
+# Hooks fired from inside the loop's turn: any observer on one of these turns the loop's
+# ``_instrumented`` flag on, which routes phases 2 and 4 through this module.
+_TURN_HOOKS: Final = frozenset(
+    {
+        "before_task_step",
+        "after_task_step",
+        "task_exited",
+        "callback_ran",
+        "before_io_wait",
+        "after_io_wait",
+    }
+)
+
+# How a handle that resumes a task looks, per Task implementation: tidal's bound methods, the
+# pure-Python asyncio Task's (name-mangled in the source, plain in __name__), and the C Task's
+# wrapper type (its step) and builtin method (its wakeup).
+_STEP_NAMES: Final = frozenset({"_step", "_wakeup", "__step", "__wakeup", "task_wakeup"})
+_STEP_WRAPPER_NAME: Final = "TaskStepMethWrapper"
+
+_Task = _tasks.Task
+_TIDAL_STEP_FUNCTIONS: Final = frozenset({_Task._step, _Task._wakeup})
+_AsyncioTask = asyncio.Task
+_current_task = asyncio.current_task
+
+
+def task_of_callback(callback: object) -> asyncio.Task[Any] | None:
+    """Return the task that ``callback`` resumes if it is a task's step or wakeup, else None."""
+    owner = getattr(callback, "__self__", None)
+    if owner is None or not isinstance(owner, _AsyncioTask):
+        return None
+    if type(callback).__name__ == _STEP_WRAPPER_NAME:
+        return owner
+    if getattr(callback, "__name__", None) in _STEP_NAMES:
+        return owner
+    return None
+
+
+_job_ids = itertools.count(1).__next__
+
+
+@dataclass(eq=False)
+class ExecutorJob:
+    """One ``run_in_executor`` call, as the executor hooks see it.
+
+    Attributes:
+        id: a process-wide sequence number.
+        func: the callable, as given.
+        submitted: when ``run_in_executor`` was called (perf_counter seconds).
+        started: when a worker began running it, or None.
+        finished: when it returned or raised, or None.
+        thread: the worker thread's name once started.
+        error: the exception it raised, if any.
+    """
+
+    func: Callable[..., Any]
+    submitted: float
+    id: int = field(default_factory=_job_ids)
+    started: float | None = None
+    finished: float | None = None
+    thread: str | None = None
+    error: BaseException | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name for the callable: its qualified name, or its repr."""
+        func = self.func
+        inner = getattr(func, "func", None)  # functools.partial, as asyncio.to_thread uses
+        if inner is not None:
+            func = inner
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+        return str(name) if name else repr(func)
+
+
+class Hooks:
+    """The observers of one loop, one tuple per hook. Get it with ``hooks_for(loop)``.
+
+    Observers are plain callables registered per hook (``add``), or objects whose methods are
+    named after hooks (``add_observer``). An observer that raises is removed from every hook it
+    was registered for, and the error goes to the loop's exception handler.
+    """
+
+    __slots__ = (*HOOK_NAMES, "_loop", "__weakref__")
+
+    task_spawned: tuple[Callable[..., Any], ...]
+    before_task_step: tuple[Callable[..., Any], ...]
+    after_task_step: tuple[Callable[..., Any], ...]
+    task_exited: tuple[Callable[..., Any], ...]
+    callback_ran: tuple[Callable[..., Any], ...]
+    before_io_wait: tuple[Callable[..., Any], ...]
+    after_io_wait: tuple[Callable[..., Any], ...]
+    executor_job_started: tuple[Callable[..., Any], ...]
+    executor_job_finished: tuple[Callable[..., Any], ...]
+    loop_closing: tuple[Callable[..., Any], ...]
+
+    def __init__(self, loop: Scheduler) -> None:
+        self._loop = loop
+        for name in HOOK_NAMES:
+            setattr(self, name, ())
+
+    @property
+    def loop(self) -> Scheduler:
+        """The loop these hooks observe."""
+        return self._loop
+
+    # -- registration ----------------------------------------------------------------------
+
+    def add(self, hook: str, observer: Callable[..., Any]) -> None:
+        """Call ``observer`` on every ``hook`` event of this loop (see the module docstring).
+
+        Raises:
+            ValueError: ``hook`` is not one of ``HOOK_NAMES``.
+            TypeError: ``observer`` is not callable.
+        """
+        _check_hook(hook)
+        if not callable(observer):
+            raise TypeError(f"an observer must be callable, got {observer!r}")
+        with _registry_lock:
+            setattr(self, hook, (*getattr(self, hook), observer))
+            self._update_flags()
+
+    def remove(self, hook: str, observer: Callable[..., Any]) -> bool:
+        """Stop calling ``observer`` for ``hook``; return False if it was not registered.
+
+        Raises:
+            ValueError: ``hook`` is not one of ``HOOK_NAMES``.
+        """
+        _check_hook(hook)
+        with _registry_lock:
+            current = getattr(self, hook)
+            kept = tuple(fn for fn in current if fn != observer)
+            if len(kept) == len(current):
+                return False
+            setattr(self, hook, kept)
+            self._update_flags()
+            return True
+
+    def add_observer(self, observer: object) -> list[str]:
+        """Register every method of ``observer`` named after a hook; return those hook names.
+
+        Raises:
+            TypeError: ``observer`` has no method named after a hook.
+        """
+        names = [name for name in HOOK_NAMES if callable(getattr(observer, name, None))]
+        if not names:
+            raise TypeError(
+                f"{observer!r} has no method named after a hook; define one of {HOOK_NAMES}"
+            )
+        for name in names:
+            self.add(name, getattr(observer, name))
+        return names
+
+    def remove_observer(self, observer: object) -> None:
+        """Undo ``add_observer``: remove each of its hook-named methods that is registered."""
+        for name in HOOK_NAMES:
+            method = getattr(observer, name, None)
+            if method is not None:
+                self.remove(name, method)
+
+    def listening(self) -> bool:
+        """Return True if any hook of this loop has an observer."""
+        return any(getattr(self, name) for name in HOOK_NAMES)
+
+    def _update_flags(self) -> None:
+        self._loop._instrumented = any(getattr(self, name) for name in _TURN_HOOKS)
+        if self.task_spawned and not self._loop.is_closed():
+            _spawning_loops.add(self)
+        else:
+            _spawning_loops.discard(self)
+        _update_spawn_switch()
+
+    # -- error isolation -------------------------------------------------------------------
+
+    def _evict(self, hook: str, observer: Callable[..., Any], exc: BaseException) -> None:
+        """Remove ``observer`` from every hook and report ``exc`` on the loop's thread."""
+        owner = getattr(observer, "__self__", None)
+        with _registry_lock:
+            for name in HOOK_NAMES:
+                current = getattr(self, name)
+                kept = tuple(
+                    fn
+                    for fn in current
+                    if fn != observer
+                    and (owner is None or getattr(fn, "__self__", None) is not owner)
+                )
+                if len(kept) != len(current):
+                    setattr(self, name, kept)
+            self._update_flags()
+        context = {
+            "message": (
+                f"tidal observer {observer!r} raised in hook {hook!r} and was removed; "
+                f"fix the observer or catch its errors"
+            ),
+            "exception": exc,
+        }
+        loop = self._loop
+        if loop.is_closed():
+            logger.error(context["message"], exc_info=exc)
+        elif loop._thread_id in (None, threading.get_ident()):
+            loop.call_exception_handler(context)
+        else:
+            loop.call_soon_threadsafe(loop.call_exception_handler, context)
+
+    # -- emitting (each observer's error is its own) ---------------------------------------
+
+    def emit_task_spawned(self, task: Any, parent: Any) -> None:
+        for fn in self.task_spawned:
+            try:
+                fn(task, parent)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("task_spawned", fn, exc)
+
+    def emit_before_task_step(self, task: Any) -> None:
+        for fn in self.before_task_step:
+            try:
+                fn(task)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("before_task_step", fn, exc)
+
+    def emit_after_task_step(self, task: Any, started: float, duration: float) -> None:
+        for fn in self.after_task_step:
+            try:
+                fn(task, started, duration)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("after_task_step", fn, exc)
+
+    def emit_task_exited(self, task: Any) -> None:
+        for fn in self.task_exited:
+            try:
+                fn(task)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("task_exited", fn, exc)
+
+    def emit_callback_ran(self, handle: Any, started: float, duration: float) -> None:
+        for fn in self.callback_ran:
+            try:
+                fn(handle, started, duration)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("callback_ran", fn, exc)
+
+    def emit_before_io_wait(self, timeout: float | None) -> None:
+        for fn in self.before_io_wait:
+            try:
+                fn(timeout)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("before_io_wait", fn, exc)
+
+    def emit_after_io_wait(self, started: float, waited: float, events: int) -> None:
+        for fn in self.after_io_wait:
+            try:
+                fn(started, waited, events)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("after_io_wait", fn, exc)
+
+    def emit_executor_job(self, hook: str, job: ExecutorJob) -> None:
+        """Emit ``executor_job_started`` or ``executor_job_finished`` (from a worker thread)."""
+        for fn in getattr(self, hook):
+            try:
+                fn(job)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict(hook, fn, exc)
+
+    def emit_loop_closing(self) -> None:
+        """Tell ``loop_closing`` observers; afterwards this loop no longer counts as spawning
+        (a closed loop runs no task, so it must not keep ``Task.__init__`` on the slow path)."""
+        for fn in self.loop_closing:
+            try:
+                fn(self._loop)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                self._evict("loop_closing", fn, exc)
+        with _registry_lock:
+            _spawning_loops.discard(self)
+            _update_spawn_switch()
+
+    # -- executor jobs (threads.py calls this while someone listens) -----------------------
+
+    def wrap_job(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], Any]:
+        """Return a callable for ``executor.submit`` that runs ``func(*args)`` between the
+        ``executor_job_started`` and ``executor_job_finished`` hooks (in the worker thread)."""
+        job = ExecutorJob(func, perf_counter())
+
+        def run_job() -> Any:
+            job.thread = threading.current_thread().name
+            job.started = perf_counter()
+            if self.executor_job_started:
+                self.emit_executor_job("executor_job_started", job)
+            try:
+                return func(*args)
+            except BaseException as exc:
+                job.error = exc
+                raise
+            finally:
+                job.finished = perf_counter()
+                if self.executor_job_finished:
+                    self.emit_executor_job("executor_job_finished", job)
+
+        return run_job
+
+    # -- the observed slow paths the loop enters while _instrumented is True -------------------
+
+    def observed_select(self, timeout: float | None) -> list[Any]:
+        """Phase 2's poll, bracketed by ``before_io_wait`` and ``after_io_wait``."""
+        if self.before_io_wait:
+            self.emit_before_io_wait(timeout)
+        started = perf_counter()
+        events = self._loop._poller.select(timeout)
+        if self.after_io_wait:
+            self.emit_after_io_wait(started, perf_counter() - started, len(events))
+        return events
+
+    def run_ready(self, count: int) -> None:
+        """Phase 4 while someone listens: run ``count`` handles, timing each one.
+
+        Same semantics as the scheduler's batch loop (FIFO, cancelled handles skipped, errors to
+        the exception handler, SystemExit and KeyboardInterrupt propagate), plus the step and
+        callback hooks, plus debug mode's "Executing %s took %.3f seconds" warning.
+        """
+        loop: Any = self._loop
+        popleft = loop._ready.popleft
+        debug = loop._debug
+        slow = loop.slow_callback_duration
+        clock = perf_counter
+        task_type = _Task
+        step_functions = _TIDAL_STEP_FUNCTIONS
+        for _ in range(count):
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            callback = handle._callback
+            # Which task does this handle resume? tidal's own tasks first (the common case).
+            owner = getattr(callback, "__self__", None)
+            task: Any
+            if owner is None:
+                task = None
+            elif type(owner) is task_type:
+                task = owner if getattr(callback, "__func__", None) in step_functions else None
+            else:
+                task = task_of_callback(callback)
+            if task is not None and self.before_task_step:
+                self.emit_before_task_step(task)
+            if debug:
+                loop._current_handle = handle
+            started = clock()
+            try:
+                handle._context.run(callback, *handle._args)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException as exc:
+                loop._report_handle_error(handle, exc)
+            finally:
+                if debug:
+                    loop._current_handle = None
+            took = clock() - started
+            if task is None:
+                for fn in self.callback_ran:
+                    try:
+                        fn(handle, started, took)
+                    except FATAL_EXCEPTIONS:
+                        raise
+                    except BaseException as exc:
+                        self._evict("callback_ran", fn, exc)
+            else:
+                for fn in self.after_task_step:
+                    try:
+                        fn(task, started, took)
+                    except FATAL_EXCEPTIONS:
+                        raise
+                    except BaseException as exc:
+                        self._evict("after_task_step", fn, exc)
+                if self.task_exited and task.done():
+                    self.emit_task_exited(task)
+            if debug and took >= slow:
+                _log_slow(handle, task, took)
+
+
+def _log_slow(handle: Any, task: Any, took: float) -> None:
+    what = repr(task) if task is not None else str(handle)
+    logging.getLogger("asyncio").warning("Executing %s took %.3f seconds", what, took)
+
+
+def _check_hook(hook: str) -> None:
+    if hook not in HOOK_NAMES:
+        raise ValueError(f"unknown hook {hook!r}; the hooks are: {', '.join(HOOK_NAMES)}")
+
+
+# -- attaching registries, and the process-wide spawn switch ----------------------------------
+
+_registry_lock = threading.RLock()
+_spawning_loops: weakref.WeakSet[Hooks] = weakref.WeakSet()  # registries with spawn observers
+_loop_watchers: list[Callable[[Scheduler], None]] = []  # called once per new tidal loop
+_watched_loops: weakref.WeakSet[Scheduler] = weakref.WeakSet()  # loops the watchers have seen
+
+
+def hooks_for(loop: object) -> Hooks:
+    """Return ``loop``'s hook registry, attaching an empty one on first use.
+
+    Raises:
+        TypeError: ``loop`` is not a tidal loop (asyncio's own loop has no hook call sites).
+    """
+    if not isinstance(loop, Scheduler):
+        raise TypeError(
+            f"instrumentation hooks need a tidal loop, got {loop!r}; create it with "
+            f"tidal.new_event_loop() or run under tidal.run()"
+        )
+    hooks = loop._hooks
+    if hooks is None:
+        with _registry_lock:
+            hooks = loop._hooks
+            if hooks is None:
+                hooks = loop._hooks = Hooks(loop)
+    return hooks  # type: ignore[no-any-return]  # _hooks is Any in core (no observe import)
+
+
+def add_loop_watcher(watcher: Callable[[Scheduler], None]) -> None:
+    """Call ``watcher(loop)`` once for every tidal loop, when its first task is created.
+
+    Loops that already had tasks before the watcher was added are reported when their next task
+    is created. Used by recorders that must see loops a program creates on its own
+    (``asyncio.run`` inside a script run by ``python -m tidal trace``).
+    """
+    with _registry_lock:
+        _loop_watchers.append(watcher)
+        _update_spawn_switch()
+
+
+def remove_loop_watcher(watcher: Callable[[Scheduler], None]) -> None:
+    """Stop calling ``watcher`` for new loops."""
+    with _registry_lock:
+        try:
+            _loop_watchers.remove(watcher)
+        except ValueError:
+            pass
+        if not _loop_watchers:
+            _watched_loops.clear()
+        _update_spawn_switch()
+
+
+def _update_spawn_switch() -> None:
+    _tasks._observe_spawn = _on_task_spawned if (_spawning_loops or _loop_watchers) else None
+
+
+def _on_task_spawned(task: Any) -> None:
+    """``tasks._observe_spawn``: called from ``Task.__init__`` while anyone listens."""
+    loop = task._loop
+    if _loop_watchers and loop not in _watched_loops and isinstance(loop, Scheduler):
+        _watched_loops.add(loop)
+        for watcher in tuple(_loop_watchers):
+            try:
+                watcher(loop)
+            except FATAL_EXCEPTIONS:
+                raise
+            except BaseException:
+                logger.exception("tidal loop watcher %r failed; removing it", watcher)
+                remove_loop_watcher(watcher)
+    hooks = getattr(loop, "_hooks", None)
+    if hooks is not None and hooks.task_spawned:
+        hooks.emit_task_spawned(task, _current_task(loop))

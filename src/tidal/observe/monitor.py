@@ -1,0 +1,343 @@
+"""Live inspection of a running process: an opt-in, read-only monitor on a Unix socket.
+
+Owns: ``Monitor`` (a daemon thread serving task snapshots), ``enable``/``disable`` (the
+process-wide monitor), the socket location convention, and ``fetch`` (the client side of
+``python -m tidal ps PID`` / ``pstree PID``).
+Not here: building and rendering snapshots (tree.py), per-task accounting (stats.py).
+
+Security model, in order of the checks:
+- Off by default. A process is inspectable only after ``enable()``, ``python -m tidal --monitor``
+  or ``TIDAL_MONITOR=1`` under ``python -m tidal``.
+- The socket lives in a directory only its owner can enter (mode 0700, owned by us; an existing
+  directory with any other owner or mode is refused), and the socket itself is mode 0600.
+- On Linux each connection's peer credentials (SO_PEERCRED) must show our own uid.
+- The protocol is one request line naming a command from a fixed set, answered with JSON.
+  Nothing a client sends is ever evaluated, unpickled or executed; no command changes state.
+(The issue also allows a loopback TCP port with a token; only the Unix socket is implemented.)
+
+How a snapshot is taken: the monitor thread asks the loop to take it on its own thread
+(``call_soon_threadsafe``) and waits ``ANSWER_TIMEOUT`` seconds. If the loop does not answer it
+is blocked: the monitor then reads the tasks from its own thread (``consistent=False``) and adds
+the loop thread's current stack, so ``ps`` shows what the loop is stuck in.
+
+Invariants:
+- The monitor never keeps a loop alive (loops are held weakly) and never blocks the loop.
+- One request per connection; requests are bounded in size and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import socket
+import stat
+import struct
+import tempfile
+import threading
+import weakref
+from typing import Any, Final
+
+from ..core.scheduler import Scheduler
+from .hooks import add_loop_watcher, remove_loop_watcher
+from .stats import track
+from .tree import Snapshot, snapshot
+from .watchdog import thread_stack
+
+ANSWER_TIMEOUT: Final = 0.5  # seconds the loop gets to take its own snapshot
+REQUEST_TIMEOUT: Final = 2.0  # seconds a client gets to send its request line
+MAX_REQUEST: Final = 256  # bytes; requests are single short words
+COMMANDS: Final = ("snapshot", "ping")
+
+
+def socket_dir() -> str:
+    """The per-user directory holding monitor sockets (``$TIDAL_MONITOR_DIR`` overrides)."""
+    override = os.environ.get("TIDAL_MONITOR_DIR")
+    if override:
+        return override
+    return os.path.join(tempfile.gettempdir(), f"tidal-{os.getuid()}")
+
+
+def socket_path(pid: int) -> str:
+    """Where the monitor of process ``pid`` listens."""
+    return os.path.join(socket_dir(), f"monitor-{pid}.sock")
+
+
+def _private_dir(path: str) -> None:
+    """Create ``path`` with mode 0700, or check an existing one is ours and private.
+
+    Raises:
+        PermissionError: the directory exists but another user owns it or others may enter it.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(f"{path} is not a directory owned by this user; refusing to use it")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise PermissionError(
+            f"{path} is accessible to other users (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run chmod 700 on it or set TIDAL_MONITOR_DIR"
+        )
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:  # pragma: no cover - not Linux; the 0700 directory still protects us
+        return None
+    creds = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class Monitor:
+    """Serve read-only task snapshots of some loops over a Unix socket.
+
+    Args:
+        path: the socket path; default ``socket_path(os.getpid())``.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or socket_path(os.getpid())
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._server: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def add_loop(self, loop: asyncio.AbstractEventLoop, *, track_tasks: bool = True) -> None:
+        """Serve ``loop``'s tasks too; with ``track_tasks``, also start accounting on it
+        (creator, age, steps, running time; tidal loops only)."""
+        self._loops.add(loop)
+        if track_tasks and isinstance(loop, Scheduler):
+            track(loop)
+
+    def start(self) -> None:
+        """Bind the socket and start serving in a daemon thread.
+
+        Raises:
+            PermissionError: the socket directory is not private to this user.
+            OSError: the socket cannot be bound.
+        """
+        directory = os.path.dirname(self.path)
+        _private_dir(directory)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a stale socket of a dead process with our pid
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            server.bind(self.path)
+        except BaseException:
+            server.close()
+            raise
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        server.listen(8)
+        self._server = server
+        self._thread = threading.Thread(target=self._serve, name="tidal-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and remove the socket."""
+        self._closing.set()
+        server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    # -- the serving thread ------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        server = self._server
+        while server is not None and not self._closing.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # closed by stop()
+            with conn:
+                try:
+                    self._handle(conn)
+                except OSError:
+                    continue  # the client went away; nothing to clean up
+
+    def _handle(self, conn: socket.socket) -> None:
+        uid = _peer_uid(conn)
+        if uid is not None and uid != os.getuid():
+            conn.sendall(_encode({"ok": False, "error": "permission denied: not the same user"}))
+            return
+        conn.settimeout(REQUEST_TIMEOUT)
+        request = b""
+        while b"\n" not in request and len(request) <= MAX_REQUEST:
+            chunk = conn.recv(MAX_REQUEST)
+            if not chunk:
+                break
+            request += chunk
+        command = request.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+        if command == "ping":
+            reply: dict[str, Any] = {"ok": True, "pid": os.getpid()}
+        elif command == "snapshot":
+            reply = {"ok": True, "pid": os.getpid(), "loops": self.snapshots()}
+        else:
+            reply = {
+                "ok": False,
+                "error": f"unknown command {command[:40]!r}; commands: {', '.join(COMMANDS)}",
+            }
+        conn.sendall(_encode(reply))
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """A snapshot dict of every monitored loop that is still open."""
+        out = []
+        for loop in list(self._loops):
+            if loop.is_closed():
+                continue
+            out.append(take_snapshot(loop).to_dict())
+        return out
+
+
+def take_snapshot(loop: asyncio.AbstractEventLoop, timeout: float = ANSWER_TIMEOUT) -> Snapshot:
+    """A snapshot of ``loop`` taken on its own thread if it answers within ``timeout``, else
+    from this thread with the loop thread's stack attached."""
+    if loop.is_running() and getattr(loop, "_thread_id", None) != threading.get_ident():
+        done = threading.Event()
+        box: list[Snapshot] = []
+
+        def take() -> None:
+            try:
+                box.append(snapshot(loop))
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(take)
+        except RuntimeError:  # closed meanwhile
+            return Snapshot(tasks=(), loop=repr(loop), note="the loop closed")
+        if done.wait(timeout) and box:
+            return box[0]
+        thread_id = getattr(loop, "_thread_id", None)
+        stack = thread_stack(thread_id) if thread_id is not None else ()
+        base = snapshot(loop, consistent=False)
+        return Snapshot(
+            tasks=base.tasks,
+            loop=base.loop,
+            consistent=False,
+            loop_stack=stack,
+            note=f"the loop did not answer within {timeout:.1f} s: it is blocked; "
+            f"tasks were read from outside the loop",
+        )
+    return snapshot(loop, consistent=True)
+
+
+def _encode(reply: dict[str, Any]) -> bytes:
+    return (json.dumps(reply) + "\n").encode()
+
+
+# -- the process-wide monitor ---------------------------------------------------------------
+
+_monitor: Monitor | None = None
+_monitor_lock = threading.Lock()
+
+
+def _watch_new_loop(loop: Any) -> None:
+    if _monitor is not None:
+        _monitor.add_loop(loop)
+
+
+def enable(loop: asyncio.AbstractEventLoop | None = None, *, path: str | None = None) -> Monitor:
+    """Turn on this process's monitor (idempotent) and return it.
+
+    With ``loop``, serve that loop (any asyncio loop); without, serve every tidal loop that
+    creates a task from now on, plus the running loop if there is one. Task accounting
+    (creator, age, steps, running time) is turned on for the tidal loops served.
+
+    Raises:
+        PermissionError, OSError: see ``Monitor.start``.
+    """
+    global _monitor
+    with _monitor_lock:
+        if _monitor is None:
+            monitor = Monitor(path)
+            monitor.start()
+            _monitor = monitor
+            atexit.register(disable)
+            if loop is None:
+                add_loop_watcher(_watch_new_loop)
+        monitor = _monitor
+    target = loop if loop is not None else asyncio.events._get_running_loop()
+    if target is not None:
+        monitor.add_loop(target)
+    return monitor
+
+
+def disable() -> None:
+    """Turn the process's monitor off and remove its socket (no error if it is off)."""
+    global _monitor
+    with _monitor_lock:
+        monitor, _monitor = _monitor, None
+    if monitor is not None:
+        remove_loop_watcher(_watch_new_loop)
+        atexit.unregister(disable)
+        monitor.stop()
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class MonitorError(Exception):
+    """The monitor of another process could not be reached or refused the request."""
+
+
+def fetch(pid: int, command: str = "snapshot", *, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask the monitor of process ``pid`` for ``command``; return its JSON reply.
+
+    Raises:
+        MonitorError: no monitor listens for ``pid``, or it answered with an error.
+    """
+    path = socket_path(pid)
+    if not os.path.exists(path):
+        raise MonitorError(
+            f"no tidal monitor for pid {pid} (looked for {path}); start the program with "
+            f"'python -m tidal --monitor script.py', or call tidal.observe.monitor.enable() in it"
+        )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(path)
+            conn.sendall(command.encode("ascii") + b"\n")
+            chunks = []
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as exc:
+            raise MonitorError(f"cannot talk to the tidal monitor of pid {pid}: {exc}") from exc
+    try:
+        reply: dict[str, Any] = json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise MonitorError(f"the monitor of pid {pid} sent a malformed reply") from exc
+    if not reply.get("ok"):
+        raise MonitorError(str(reply.get("error", "the monitor refused the request")))
+    return reply
+
+
+def fetch_snapshots(pid: int, *, timeout: float = 5.0) -> list[Snapshot]:
+    """The task snapshots of every loop process ``pid`` monitors.
+
+    Raises:
+        MonitorError: see ``fetch``.
+    """
+    reply = fetch(pid, "snapshot", timeout=timeout)
+    try:
+        return [Snapshot.from_dict(item) for item in reply["loops"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MonitorError(f"the monitor of pid {pid} sent an unexpected reply: {exc}") from exc
