@@ -128,7 +128,10 @@ class FutureMixin:
         return info
 
     def __del__(self) -> None:
-        if not self._log_traceback:
+        try:
+            if not self._log_traceback:
+                return
+        except AttributeError:  # a subclass skipped __init__: there is nothing to report
             return
         context: dict[str, Any] = {
             "message": f"{self.__class__.__name__} exception was never retrieved",
@@ -140,8 +143,18 @@ class FutureMixin:
         self._loop.call_exception_handler(context)
 
     def get_loop(self) -> Any:
-        """Return the event loop the Future is bound to."""
-        return self._loop
+        """Return the event loop the Future is bound to.
+
+        Raises:
+            RuntimeError: ``__init__`` never ran (a subclass skipped ``super().__init__()``).
+        """
+        try:
+            return self._loop
+        except AttributeError:
+            raise RuntimeError(
+                "Future object is not initialized; a subclass's __init__ must call "
+                "super().__init__()"
+            ) from None
 
     def _make_cancelled_error(self) -> CancelledError:
         """Build the CancelledError to raise; call once per cancellation (it consumes state)."""
