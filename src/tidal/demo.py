@@ -7,7 +7,9 @@ Not here: the loop (loop.py). The tests (tests/test_demo.py) run the same exampl
 Two changes from the notes, both forced by this machine rather than by tidal: delays are
 multiplied by ``scale`` (1.0 reproduces the notes' seconds), and the "HTTP GET to baidu.com" in
 the Future example goes to a tiny HTTP server on 127.0.0.1, because there is no outside network.
-The blocking call still happens in a pool thread, which is what the example is about.
+That server answers after half a (scaled) second, standing in for the network round trip that
+put the thread's line after the ticker's third in the notes. The blocking call still happens in
+a pool thread, which is what the example is about.
 
 The notes run some examples as ``await main()`` in a notebook cell; ``run_cell`` does what
 IPython does for such a cell: compile with top-level await allowed and drive the resulting
@@ -106,6 +108,9 @@ def concurrent_cell(loop_factory: LoopFactory, scale: float) -> None:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        # Stand-in for the notes' round trip to baidu.com: without it the thread's second line
+        # lands at the same instant as the ticker's third, and their order becomes a coin toss.
+        time.sleep(getattr(self.server, "latency", 0.0))
         body = b"<html>tidal</html>"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -117,12 +122,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def local_http_server() -> Iterator[str]:
+def local_http_server(latency: float = 0.0) -> Iterator[str]:
+    """Serve one small page on 127.0.0.1, answering each request after ``latency`` seconds."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.latency = 0.0  # type: ignore[attr-defined]  # read by _Handler
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        # Warm urllib up: its first request in a process costs ~20 ms more (3.12+), which would
+        # otherwise eat into the latency below and make the example's timing depend on it.
+        with urllib.request.urlopen(url, timeout=10) as res:
+            res.read()
+        server.latency = latency  # type: ignore[attr-defined]
+        yield url
     finally:
         server.shutdown()
         server.server_close()
@@ -140,7 +153,7 @@ class _Response:
 
 
 def executor_future(loop_factory: LoopFactory, scale: float) -> None:
-    with local_http_server() as url:
+    with local_http_server(latency=0.5 * scale) as url:
 
         def fetch_data() -> None:
             print(f"当前线程{threading.current_thread()}")

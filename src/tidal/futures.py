@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import reprlib
 import sys
 from asyncio import format_helpers
 from collections.abc import Callable, Generator
@@ -116,10 +117,8 @@ class FutureMixin:
             if self._exception is not None:
                 info.append(f"exception={self._exception!r}")
             else:
-                result = repr(self._result)
-                if len(result) > 60:
-                    result = result[:57] + "..."
-                info.append(f"result={result}")
+                # reprlib shortens long values the way asyncio's repr does.
+                info.append(f"result={reprlib.repr(self._result)}")
         if self._callbacks:
             info.append(f"cb=[{_format_callbacks(self._callbacks)}]")
         if self._source_traceback:

@@ -15,18 +15,25 @@ import asyncio
 import concurrent.futures
 import contextvars
 import socket
+import subprocess
 import sys
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar, TypeVarTuple
 
-from . import threads
+from . import signals, threads, tls
+from . import subprocess as subprocesses
 from .core.scheduler import Scheduler
 from .futures import Future
+from .net import connect, serve, sockops
 from .tasks import Task
+from .transports import pipe as pipes
+from .transports import stream
 
 _T = TypeVar("_T")
+_ProtocolT = TypeVar("_ProtocolT", bound=asyncio.BaseProtocol)
+_Ts = TypeVarTuple("_Ts")
 
 # asyncio's own done callback for run_until_complete: anyio finds the root task by looking for
 # exactly this function among the task's callbacks, so tidal uses it rather than a copy.
@@ -47,6 +54,8 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
         self._executor_shutdown_called = False  # read and set by anyio, as on asyncio's loop
         self._asyncgens: weakref.WeakSet[AsyncGenerator[Any, Any]] = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
+        # fd -> the socket transport that owns it; add_reader/sock_* refuse those fds.
+        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
     # -- futures and tasks -------------------------------------------------------------------
 
@@ -131,7 +140,9 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     def set_default_executor(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:  # type: ignore[override]
         """Use ``executor`` for ``run_in_executor(None, ...)``; it must be a ThreadPoolExecutor."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-            raise TypeError("executor must be ThreadPoolExecutor")
+            raise TypeError(
+                f"executor must be ThreadPoolExecutor instance, got {type(executor).__name__}"
+            )
         self._default_executor = executor
 
     async def shutdown_default_executor(self, timeout: float | None = None) -> None:
@@ -148,6 +159,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
         super().close()  # raises the clear error if the loop is running
         if not was_open:
             return
+        self._release_signals_and_children()
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
@@ -216,3 +228,235 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
         """``socket.getnameinfo`` without blocking the loop."""
         return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+
+    # -- pipes, subprocesses, signals (transports/pipe.py, subprocess.py, signals.py) ------
+
+    _signal_dispatcher: signals.SignalDispatcher | None = None  # made by add_signal_handler
+    _child_reaper: subprocesses.ChildReaper | None = None  # made by the first subprocess
+
+    async def connect_read_pipe(
+        self, protocol_factory: Callable[[], _ProtocolT], pipe: Any
+    ) -> tuple[asyncio.ReadTransport, _ProtocolT]:
+        """Feed the read end of a pipe, FIFO, socket or character device to a protocol.
+
+        Args:
+            protocol_factory: returns the Protocol (or BufferedProtocol) to feed.
+            pipe: a file-like object with ``fileno()``; it is made non-blocking and is closed
+                with the transport.
+
+        Returns:
+            ``(transport, protocol)`` once ``protocol.connection_made`` has run.
+
+        Raises:
+            ValueError: ``pipe`` is a regular file or another kind poll cannot watch.
+        """
+        return await pipes.connect_read_pipe(self, protocol_factory, pipe)
+
+    async def connect_write_pipe(
+        self, protocol_factory: Callable[[], _ProtocolT], pipe: Any
+    ) -> tuple[asyncio.WriteTransport, _ProtocolT]:
+        """Wrap the write end of a pipe, FIFO, socket or character device in a transport.
+
+        Args:
+            protocol_factory: returns the Protocol; it gets ``pause_writing``/``resume_writing``.
+            pipe: a file-like object with ``fileno()``; it is made non-blocking and is closed
+                with the transport.
+
+        Returns:
+            ``(transport, protocol)`` once ``protocol.connection_made`` has run.
+
+        Raises:
+            ValueError: ``pipe`` is a regular file or another kind poll cannot watch.
+        """
+        return await pipes.connect_write_pipe(self, protocol_factory, pipe)
+
+    async def subprocess_exec(
+        self,
+        protocol_factory: Callable[[], _ProtocolT],
+        program: Any,
+        *args: Any,
+        stdin: int | IO[Any] | None = subprocess.PIPE,
+        stdout: int | IO[Any] | None = subprocess.PIPE,
+        stderr: int | IO[Any] | None = subprocess.PIPE,
+        universal_newlines: bool = False,
+        shell: bool = False,
+        bufsize: int = 0,
+        encoding: None = None,
+        errors: None = None,
+        text: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.SubprocessTransport, _ProtocolT]:
+        """Start ``program`` with ``args`` (no shell), its pipes reported to a protocol.
+
+        Args:
+            protocol_factory: returns the SubprocessProtocol.
+            program, args: the command, as for ``subprocess.Popen``.
+            stdin, stdout, stderr: ``subprocess.PIPE`` (default), ``DEVNULL``, ``STDOUT``
+                (stderr only), a file object, a descriptor, or None to inherit.
+            kwargs: passed on to ``subprocess.Popen`` (``cwd``, ``env``, ``pass_fds`` ...).
+
+        Returns:
+            ``(transport, protocol)`` once ``protocol.connection_made`` has run.
+
+        Raises:
+            ValueError: ``shell``, ``universal_newlines`` or ``text`` is true, ``bufsize`` is
+                not 0, or ``encoding``/``errors`` is given (the pipes carry bytes).
+            OSError: the program could not be started.
+        """
+        return await subprocesses.subprocess_exec(
+            self, protocol_factory, program, *args, stdin=stdin, stdout=stdout, stderr=stderr,
+            universal_newlines=universal_newlines, shell=shell, bufsize=bufsize,
+            encoding=encoding, errors=errors, text=text, **kwargs,
+        )  # fmt: skip
+
+    async def subprocess_shell(
+        self,
+        protocol_factory: Callable[[], _ProtocolT],
+        cmd: bytes | str,
+        *,
+        stdin: int | IO[Any] | None = subprocess.PIPE,
+        stdout: int | IO[Any] | None = subprocess.PIPE,
+        stderr: int | IO[Any] | None = subprocess.PIPE,
+        universal_newlines: bool = False,
+        shell: bool = True,
+        bufsize: int = 0,
+        encoding: None = None,
+        errors: None = None,
+        text: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.SubprocessTransport, _ProtocolT]:
+        """Run ``cmd`` through the shell, its pipes reported to a protocol.
+
+        Same arguments, result and errors as ``subprocess_exec``, with ``cmd`` a string and
+        ``shell`` necessarily True.
+        """
+        return await subprocesses.subprocess_shell(
+            self, protocol_factory, cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+            universal_newlines=universal_newlines, shell=shell, bufsize=bufsize,
+            encoding=encoding, errors=errors, text=text, **kwargs,
+        )  # fmt: skip
+
+    def add_signal_handler(self, sig: int, callback: Callable[[*_Ts], object], *args: *_Ts) -> None:
+        """Run ``callback(*args)`` as a loop callback whenever signal ``sig`` arrives.
+
+        Raises:
+            TypeError: ``sig`` is not an int, or ``callback`` is a coroutine function or not
+                callable.
+            ValueError: ``sig`` is not a valid signal number.
+            RuntimeError: not in the main thread, the loop is closed, or ``sig`` cannot be
+                caught (SIGKILL, SIGSTOP).
+        """
+        signals.dispatcher_for(self).add(sig, callback, args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Remove the handler for ``sig`` and restore the disposition it had before.
+
+        Returns:
+            True if a handler was removed, False if ``sig`` had none.
+
+        Raises:
+            TypeError, ValueError: ``sig`` is not a valid signal number.
+        """
+        return signals.remove_signal_handler(self, sig)
+
+    def _release_signals_and_children(self) -> None:
+        """close() hook: remove signal handlers, restore the wake-up fd, hand children off."""
+        signals.close(self)
+        subprocesses.close(self)
+
+    # -- network (net/, transports/, tls.py) ---------------------------------------------------
+    # Each method returns its implementation's coroutine directly (no extra frame); the
+    # implementations carry the full signatures and docstrings.
+
+    def add_reader(self, fd: Any, callback: Callable[[*_Ts], object], *args: *_Ts) -> None:
+        """Run ``callback(*args)`` whenever ``fd`` is readable (not on a transport's fd)."""
+        sockops.ensure_fd_no_transport(self, fd)
+        Scheduler.add_reader(self, fd, callback, *args)
+
+    def add_writer(self, fd: Any, callback: Callable[[*_Ts], object], *args: *_Ts) -> None:
+        """Run ``callback(*args)`` whenever ``fd`` is writable (not on a transport's fd)."""
+        sockops.ensure_fd_no_transport(self, fd)
+        Scheduler.add_writer(self, fd, callback, *args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for reading; return True if it was watched."""
+        sockops.ensure_fd_no_transport(self, fd)
+        return Scheduler.remove_reader(self, fd)
+
+    def remove_writer(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for writing; return True if it was watched."""
+        sockops.ensure_fd_no_transport(self, fd)
+        return Scheduler.remove_writer(self, fd)
+
+    def sock_recv(self, sock: socket.socket, nbytes: int) -> Coroutine[Any, Any, bytes]:
+        return sockops.sock_recv(self, sock, nbytes)
+
+    def sock_recv_into(self, sock: socket.socket, buf: Any) -> Coroutine[Any, Any, int]:
+        return sockops.sock_recv_into(self, sock, buf)
+
+    def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> Coroutine[Any, Any, Any]:
+        return sockops.sock_recvfrom(self, sock, bufsize)
+
+    def sock_recvfrom_into(
+        self, sock: socket.socket, buf: Any, nbytes: int = 0
+    ) -> Coroutine[Any, Any, Any]:
+        return sockops.sock_recvfrom_into(self, sock, buf, nbytes)
+
+    def sock_sendall(self, sock: socket.socket, data: Any) -> Coroutine[Any, Any, None]:
+        return sockops.sock_sendall(self, sock, data)
+
+    def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> Coroutine[Any, Any, int]:
+        return sockops.sock_sendto(self, sock, data, address)
+
+    def sock_connect(self, sock: socket.socket, address: Any) -> Coroutine[Any, Any, None]:
+        return sockops.sock_connect(self, sock, address)
+
+    def sock_accept(self, sock: socket.socket) -> Coroutine[Any, Any, Any]:
+        return sockops.sock_accept(self, sock)
+
+    def sock_sendfile(
+        self, sock: socket.socket, file: Any, offset: int = 0, count: int | None = None, **kw: Any
+    ) -> Coroutine[Any, Any, int]:
+        return sockops.sock_sendfile(self, sock, file, offset, count, **kw)
+
+    def create_connection(
+        self, protocol_factory: Any, host: Any = None, port: Any = None, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return connect.create_connection(self, protocol_factory, host, port, **kw)
+
+    def create_server(
+        self, protocol_factory: Any, host: Any = None, port: Any = None, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return serve.create_server(self, protocol_factory, host, port, **kw)
+
+    def create_unix_connection(
+        self, protocol_factory: Any, path: Any = None, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return connect.create_unix_connection(self, protocol_factory, path, **kw)
+
+    def create_unix_server(
+        self, protocol_factory: Any, path: Any = None, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return serve.create_unix_server(self, protocol_factory, path, **kw)
+
+    def connect_accepted_socket(
+        self, protocol_factory: Any, sock: Any, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return connect.connect_accepted_socket(self, protocol_factory, sock, **kw)
+
+    def create_datagram_endpoint(
+        self, protocol_factory: Any, local_addr: Any = None, remote_addr: Any = None, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return connect.create_datagram_endpoint(
+            self, protocol_factory, local_addr, remote_addr, **kw
+        )
+
+    def sendfile(
+        self, transport: Any, file: Any, offset: int = 0, count: int | None = None, **kw: Any
+    ) -> Coroutine[Any, Any, int]:
+        return stream.sendfile(self, transport, file, offset, count, **kw)
+
+    def start_tls(
+        self, transport: Any, protocol: Any, sslcontext: Any, **kw: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return tls.start_tls(self, transport, protocol, sslcontext, **kw)

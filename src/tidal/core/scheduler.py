@@ -326,6 +326,7 @@ class Scheduler:
         timers = self._timers
         wakeup = self._wakeup
         popleft = ready.popleft
+        polled = False  # did the previous turn poll? (see phase 2)
         while True:
             # Phase 1: drop cancelled timers, lazily; compact the heap when they pile up.
             cancelled = self._timer_cancelled_count
@@ -342,10 +343,19 @@ class Scheduler:
 
             # Phase 2: poll. With work ready and no descriptor but the wake-up one, the poller
             # could tell us nothing (threads append to _ready directly): skip the syscall.
+            # With work ready and descriptors registered, poll (timeout 0) only if the previous
+            # turn did not: a turn that just polled and found a descriptor ready usually
+            # leaves only that callback's follow-ups (a task wake-up) for this turn, so a second
+            # poll right away finds nothing. Busy loops still poll every other turn, so I/O
+            # waits at most one extra turn.
             if ready or self._stopping:
-                if self._io_registrations:
+                if self._io_registrations and not polled:
                     self._process_events(self._poller.select(0))
+                    polled = True
+                else:
+                    polled = False
             else:
+                polled = True
                 timeout: float | None = None
                 if timers:
                     timeout = min(max(0.0, timers[0][0] - self.time()), MAXIMUM_POLL_TIMEOUT)

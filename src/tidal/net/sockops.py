@@ -1,0 +1,609 @@
+"""Socket coroutines (``loop.sock_*``) and the descriptor registration they and transports share.
+
+Owns: ``sock_recv``, ``sock_recv_into``, ``sock_recvfrom``, ``sock_recvfrom_into``,
+``sock_sendall``, ``sock_sendto``, ``sock_connect``, ``sock_accept``, ``sock_sendfile``; the
+``watch``/``unwatch`` helpers that put a ready-made Handle in the poller; the check that a
+descriptor owned by a transport is not watched by anyone else (``ensure_fd_no_transport``).
+Not here: name resolution (net/connect.py), transports (tidal.transports), the poller itself
+and ``add_reader``'s generic path (core/scheduler.py).
+
+How one operation runs (the same contract as asyncio's selector loop):
+
+    try the syscall at once ------------------------------> result (no future, no poller)
+      | would block
+      v
+    _IOWaiter: a Future + Handle(callback) registered for the event
+      | descriptor ready: callback retries the syscall
+      |   would block again -> stay registered
+      |   done / failed     -> unregister, then set the waiter's result / exception
+      | the awaiting task is cancelled
+      v
+    the Future's done callback unregisters, so the socket is usable by the next call
+
+Invariants:
+- A waiter's Handle is in the poller exactly while the waiter is pending; unregistering is
+  skipped when someone else's ``add_reader``/``add_writer`` has displaced (cancelled) it.
+- Nothing here closes a socket it did not create.
+
+Speed: asyncio's done callback unregisters one turn after every blocked operation; tidal
+unregisters before completing the Future and drops the callback, so only cancellation pays
+for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import errno
+import io
+import os
+import socket
+import weakref
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Final
+
+from ..core.errors import FATAL_EXCEPTIONS
+from ..core.handles import Handle
+from ..futures import PENDING, Future
+from ..io.poller import EVENT_READ, EVENT_WRITE
+
+try:
+    import ssl as _ssl
+
+    _SSLSocket: type | None = _ssl.SSLSocket
+except ImportError:  # pragma: no cover - Python built without ssl
+    _SSLSocket = None
+
+if TYPE_CHECKING:
+    from ..loop import EventLoop
+
+_copy_context = contextvars.copy_context
+_WOULD_BLOCK: Final = (BlockingIOError, InterruptedError)
+
+# Bytes read per fallback sendfile step (asyncio's SENDFILE_FALLBACK_READBUFFER_SIZE).
+SENDFILE_FALLBACK_BLOCKSIZE: Final = 256 * 1024
+
+
+# -- checks shared by every entry point ----------------------------------------------------------
+
+
+def check_ssl_socket(sock: Any) -> None:
+    """Raise TypeError for an ``ssl.SSLSocket``: its blocking I/O cannot run on a loop."""
+    if _SSLSocket is not None and isinstance(sock, _SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _check_socket(loop: EventLoop, sock: Any) -> None:
+    check_ssl_socket(sock)
+    # asyncio checks blocking mode only in debug mode: it is a syscall's worth of cost.
+    if loop._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking; call sock.setblocking(False) first")
+
+
+def fileobj_to_fd(fileobj: Any) -> int:
+    """Return the descriptor number of an int or of an object with ``fileno()``.
+
+    Raises:
+        ValueError: ``fileobj`` is neither.
+    """
+    if isinstance(fileobj, int):
+        return fileobj
+    try:
+        return int(fileobj.fileno())
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"Invalid file object: {fileobj!r}") from None
+
+
+def ensure_fd_no_transport(loop: EventLoop, fd: Any) -> None:
+    """Raise RuntimeError if a transport that is not closing owns ``fd``.
+
+    A transport's own reader and writer registrations would be silently replaced otherwise.
+    """
+    transport = loop._transports.get(fileobj_to_fd(fd))
+    if transport is not None and not transport.is_closing():
+        raise RuntimeError(
+            f"File descriptor {fd!r} is used by transport {transport!r}; close the "
+            f"transport or use its own API instead"
+        )
+
+
+# -- poller registration with a ready-made Handle ----------------------------------------------
+
+
+def watch(loop: EventLoop, fd: int, event: int, handle: Handle) -> None:
+    """Run ``handle`` whenever ``fd`` is ready for ``event`` (EVENT_READ or EVENT_WRITE).
+
+    The fast twin of ``loop.add_reader``/``add_writer`` for tidal's own callbacks: no callback
+    checks and no new Handle per registration. A handle already registered for the same event
+    is cancelled, as ``add_reader`` does. Registration data keeps the scheduler's
+    ``(reader_handle, writer_handle)`` shape.
+    """
+    poller = loop._poller
+    try:
+        key = poller.get_key(fd)
+    except KeyError:
+        poller.register(fd, event, (handle, None) if event == EVENT_READ else (None, handle))
+        loop._io_registrations += 1
+        return
+    reader, writer = key.data
+    if event == EVENT_READ:
+        poller.modify(fd, key.events | EVENT_READ, (handle, writer))
+        previous = reader
+    else:
+        poller.modify(fd, key.events | EVENT_WRITE, (reader, handle))
+        previous = writer
+    if previous is not None and previous is not handle:
+        previous.cancel()
+
+
+def unwatch(loop: EventLoop, fd: int, event: int) -> bool:
+    """Stop watching ``fd`` for ``event``; the registered handle is cancelled."""
+    return loop._remove_watcher(fd, event)
+
+
+class _IOWaiter:
+    """One blocked socket operation: its Future, and the Handle it keeps in the poller.
+
+    The Future is a plain tidal Future, so the awaiting task takes its fast path. A done
+    callback unregisters the Handle when the Future is cancelled; on completion the operation
+    unregisters first and removes that callback, which saves a callback and a turn.
+    """
+
+    __slots__ = ("_done_entry", "_io_event", "_io_fd", "_io_handle", "_loop", "fut")
+
+    def __init__(self, loop: EventLoop, fd: int, event: int) -> None:
+        self._loop = loop
+        self.fut = Future(loop=loop)  # what the operation's coroutine awaits
+        self._io_fd = fd  # descriptor watched for this operation
+        self._io_event = event  # EVENT_READ or EVENT_WRITE
+        self._io_handle: Handle | None = None  # the registered callback; None once released
+        self._done_entry: Any = None  # our (callback, context) entry in fut._callbacks
+
+    def _arm(self, callback: Callable[..., object], *args: Any) -> None:
+        context = _copy_context()
+        handle = Handle(callback, (self, *args), self._loop, context)
+        self._io_handle = handle
+        watch(self._loop, self._io_fd, self._io_event, handle)
+        entry = self._done_entry = (self._on_cancelled, context)
+        self.fut._callbacks.append(entry)  # first in line: nobody else has the future yet
+
+    def _on_cancelled(self, fut: Future) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        handle = self._io_handle
+        if handle is not None:
+            self._io_handle = None
+            if not handle._cancelled:  # else someone's add_reader replaced us: leave theirs
+                self._loop._remove_watcher(self._io_fd, self._io_event)
+        callbacks = self.fut._callbacks
+        if callbacks and callbacks[0] is self._done_entry:
+            del callbacks[0]
+        self._done_entry = None
+
+    def _finish(self, result: Any) -> None:
+        self._release()
+        self.fut.set_result(result)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._release()
+        self.fut.set_exception(exc)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.fut.__await__()
+
+
+def _waiter(loop: EventLoop, sock: Any, event: int) -> _IOWaiter:
+    fd = sock.fileno()
+    ensure_fd_no_transport(loop, fd)
+    return _IOWaiter(loop, fd, event)
+
+
+# -- receiving -------------------------------------------------------------------------------
+
+# Bytes; a sock_recv asking for more than this reads into the loop's reusable buffer and returns
+# a copy of what arrived. ``sock.recv(n)`` allocates n bytes first and shrinks them afterwards;
+# past glibc's mmap threshold (128 KiB at first) that can cost an mmap/munmap pair per call,
+# depending on the allocator's history (callers often ask for 256 KiB to get "whatever is there").
+RECV_COPY_THRESHOLD: Final = 64 * 1024
+
+# Bytes in the per-loop receive buffer (asyncio's transports read up to this much at once).
+RECV_BUFFER_SIZE: Final = 256 * 1024
+
+# loop -> memoryview of its receive buffer, shared by sock_recv and the loop's transports. Safe
+# to share: a loop runs one callback at a time and bytes are copied out before any other code
+# runs; never shared across loops, whose threads may recv concurrently.
+_receive_buffers: weakref.WeakKeyDictionary[Any, memoryview] = weakref.WeakKeyDictionary()
+
+
+def receive_buffer(loop: EventLoop) -> memoryview:
+    """The loop's reusable receive buffer, a memoryview of ``RECV_BUFFER_SIZE`` bytes."""
+    view = _receive_buffers.get(loop)
+    if view is None:
+        view = _receive_buffers[loop] = memoryview(bytearray(RECV_BUFFER_SIZE))
+    return view
+
+
+def _recv_copied(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
+    view = receive_buffer(loop)
+    if nbytes < len(view):
+        view = view[:nbytes]
+    return view[: sock.recv_into(view)].tobytes()
+
+
+
+async def sock_recv(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
+    _check_socket(loop, sock)
+    try:
+        if nbytes > RECV_COPY_THRESHOLD:
+            return _recv_copied(loop, sock, nbytes)
+        return sock.recv(nbytes)
+    except _WOULD_BLOCK:
+        pass
+    waiter = _waiter(loop, sock, EVENT_READ)
+    waiter._arm(_recv_ready, sock, nbytes)
+    return await waiter  # type: ignore[no-any-return]
+
+
+def _recv_ready(waiter: _IOWaiter, sock: socket.socket, nbytes: int) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        if nbytes > RECV_COPY_THRESHOLD:
+            data = _recv_copied(waiter._loop, sock, nbytes)
+        else:
+            data = sock.recv(nbytes)
+    except _WOULD_BLOCK:
+        return  # spurious wake-up: stay registered
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish(data)
+
+
+async def sock_recv_into(loop: EventLoop, sock: socket.socket, buf: Any) -> int:
+    _check_socket(loop, sock)
+    try:
+        return sock.recv_into(buf)
+    except _WOULD_BLOCK:
+        pass
+    waiter = _waiter(loop, sock, EVENT_READ)
+    waiter._arm(_recv_into_ready, sock, buf)
+    return await waiter  # type: ignore[no-any-return]
+
+
+def _recv_into_ready(waiter: _IOWaiter, sock: socket.socket, buf: Any) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        nbytes = sock.recv_into(buf)
+    except _WOULD_BLOCK:
+        return
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish(nbytes)
+
+
+async def sock_recvfrom(loop: EventLoop, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
+    _check_socket(loop, sock)
+    try:
+        return sock.recvfrom(bufsize)
+    except _WOULD_BLOCK:
+        pass
+    waiter = _waiter(loop, sock, EVENT_READ)
+    waiter._arm(_recvfrom_ready, sock, bufsize)
+    return await waiter  # type: ignore[no-any-return]
+
+
+def _recvfrom_ready(waiter: _IOWaiter, sock: socket.socket, bufsize: int) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        result = sock.recvfrom(bufsize)
+    except _WOULD_BLOCK:
+        return
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish(result)
+
+
+async def sock_recvfrom_into(
+    loop: EventLoop, sock: socket.socket, buf: Any, nbytes: int = 0
+) -> tuple[int, Any]:
+    _check_socket(loop, sock)
+    if not nbytes:
+        nbytes = len(buf)
+    try:
+        return sock.recvfrom_into(buf, nbytes)
+    except _WOULD_BLOCK:
+        pass
+    waiter = _waiter(loop, sock, EVENT_READ)
+    waiter._arm(_recvfrom_into_ready, sock, buf, nbytes)
+    return await waiter  # type: ignore[no-any-return]
+
+
+def _recvfrom_into_ready(waiter: _IOWaiter, sock: socket.socket, buf: Any, nbytes: int) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        result = sock.recvfrom_into(buf, nbytes)
+    except _WOULD_BLOCK:
+        return
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish(result)
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+
+async def sock_sendall(loop: EventLoop, sock: socket.socket, data: Any) -> None:
+    _check_socket(loop, sock)
+    try:
+        sent = sock.send(data)
+    except _WOULD_BLOCK:
+        sent = 0
+    if sent == len(data):
+        return
+    waiter = _waiter(loop, sock, EVENT_WRITE)
+    # The position lives in a one-element list so the callback can advance it in place.
+    waiter._arm(_sendall_ready, sock, memoryview(data).cast("B"), [sent])
+    await waiter
+
+
+def _sendall_ready(
+    waiter: _IOWaiter, sock: socket.socket, view: memoryview, pos: list[int]
+) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    start = pos[0]
+    try:
+        start += sock.send(view[start:])
+    except _WOULD_BLOCK:
+        return
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+        return
+    if start == len(view):
+        waiter._finish(None)
+    else:
+        pos[0] = start
+
+
+async def sock_sendto(loop: EventLoop, sock: socket.socket, data: Any, address: Any) -> int:
+    _check_socket(loop, sock)
+    try:
+        return sock.sendto(data, address)
+    except _WOULD_BLOCK:
+        pass
+    waiter = _waiter(loop, sock, EVENT_WRITE)
+    waiter._arm(_sendto_ready, sock, data, address)
+    return await waiter  # type: ignore[no-any-return]
+
+
+def _sendto_ready(waiter: _IOWaiter, sock: socket.socket, data: Any, address: Any) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        sent = sock.sendto(data, address)
+    except _WOULD_BLOCK:
+        return
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish(sent)
+
+
+# -- connecting and accepting -------------------------------------------------------------------
+
+
+async def sock_connect(loop: EventLoop, sock: socket.socket, address: Any) -> None:
+    _check_socket(loop, sock)
+    if sock.family == socket.AF_INET or sock.family == getattr(socket, "AF_INET6", None):
+        from .connect import ensure_resolved
+
+        resolved = await ensure_resolved(
+            loop, address, family=sock.family, type=sock.type, proto=sock.proto
+        )
+        address = resolved[0][4]
+    try:
+        sock.connect(address)
+    except _WOULD_BLOCK:
+        # Connecting goes on in the background (EINTR included: the kernel keeps going);
+        # the socket turns writable once it succeeded or failed.
+        pass
+    else:
+        return
+    waiter = _waiter(loop, sock, EVENT_WRITE)
+    waiter._arm(_connect_ready, sock, address)
+    try:
+        await waiter
+    finally:
+        waiter = None  # type: ignore[assignment]  # break the exception -> frame -> waiter cycle
+
+
+def _connect_ready(waiter: _IOWaiter, sock: socket.socket, address: Any) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"Connect call failed {address}")
+    except _WOULD_BLOCK:
+        return  # still connecting
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish(None)
+
+
+async def sock_accept(loop: EventLoop, sock: socket.socket) -> tuple[socket.socket, Any]:
+    _check_socket(loop, sock)
+    try:
+        conn, address = sock.accept()
+    except _WOULD_BLOCK:
+        pass
+    else:
+        conn.setblocking(False)
+        return conn, address
+    waiter = _waiter(loop, sock, EVENT_READ)
+    waiter._arm(_accept_ready, sock)
+    return await waiter  # type: ignore[no-any-return]
+
+
+def _accept_ready(waiter: _IOWaiter, sock: socket.socket) -> None:
+    if waiter.fut._state is not PENDING:
+        return
+    try:
+        conn, address = sock.accept()
+        conn.setblocking(False)
+    except _WOULD_BLOCK:
+        return
+    except FATAL_EXCEPTIONS:
+        raise
+    except BaseException as exc:
+        waiter._fail(exc)
+    else:
+        waiter._finish((conn, address))
+
+
+# -- sendfile ----------------------------------------------------------------------------------
+
+
+def check_sendfile_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
+    """asyncio's argument checks for ``sock_sendfile`` and ``sendfile``, same exceptions."""
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if sock is not None and sock.type != socket.SOCK_STREAM:
+        raise ValueError("only SOCK_STREAM type sockets are supported")
+    if count is not None:
+        if not isinstance(count, int):
+            raise TypeError(f"count must be a positive integer (got {count!r})")
+        if count <= 0:
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+    if not isinstance(offset, int):
+        raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+    if offset < 0:
+        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+
+
+async def sock_sendfile(
+    loop: EventLoop,
+    sock: socket.socket,
+    file: Any,
+    offset: int = 0,
+    count: int | None = None,
+    *,
+    fallback: bool = True,
+) -> int:
+    if loop._debug and sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking; call sock.setblocking(False) first")
+    check_ssl_socket(sock)
+    check_sendfile_params(sock, file, offset, count)
+    try:
+        return await sendfile_native(loop, sock, file, offset, count)
+    except asyncio.SendfileNotAvailableError:
+        if not fallback:
+            raise
+    return await _sendfile_fallback(loop, sock, file, offset, count)
+
+
+async def sendfile_native(
+    loop: EventLoop, sock: socket.socket, file: Any, offset: int, count: int | None
+) -> int:
+    """Send with ``os.sendfile``; the file position ends after the last byte sent.
+
+    Raises:
+        asyncio.SendfileNotAvailableError: no ``os.sendfile``, not a regular file, or the very
+            first call failed (the caller may fall back to read + send).
+    """
+    if not hasattr(os, "sendfile"):
+        raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
+    try:
+        fileno = file.fileno()
+    except (AttributeError, io.UnsupportedOperation) as exc:
+        raise asyncio.SendfileNotAvailableError("not a regular file") from exc
+    try:
+        fsize = os.fstat(fileno).st_size
+    except OSError:
+        raise asyncio.SendfileNotAvailableError("not a regular file") from None
+    blocksize = count if count else fsize
+    if not blocksize:
+        return 0  # empty file
+    fd = sock.fileno()
+    total = 0
+    waiter: _IOWaiter | None = None
+    try:
+        while True:
+            if count:
+                blocksize = count - total
+                if blocksize <= 0:
+                    return total
+            try:
+                sent = os.sendfile(fd, fileno, offset, blocksize)
+            except _WOULD_BLOCK:
+                waiter = _waiter(loop, sock, EVENT_WRITE)
+                waiter._arm(_writable)
+                await waiter
+                continue
+            except OSError as exc:
+                if total == 0:
+                    # Nothing went out yet: let the caller fall back to read + send.
+                    raise asyncio.SendfileNotAvailableError("os.sendfile call failed") from exc
+                if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                    raise ConnectionError(errno.ENOTCONN, "socket is not connected") from exc
+                raise
+            if sent == 0:
+                return total  # end of file
+            offset += sent
+            total += sent
+    finally:
+        if total > 0:
+            os.lseek(fileno, offset, os.SEEK_SET)
+
+
+def _writable(waiter: _IOWaiter) -> None:
+    if waiter.fut._state is PENDING:
+        waiter._finish(None)
+
+
+async def _sendfile_fallback(
+    loop: EventLoop, sock: socket.socket, file: Any, offset: int, count: int | None
+) -> int:
+    if offset:
+        file.seek(offset)
+    blocksize = min(count, SENDFILE_FALLBACK_BLOCKSIZE) if count else SENDFILE_FALLBACK_BLOCKSIZE
+    buf = bytearray(blocksize)
+    total = 0
+    try:
+        while True:
+            if count:
+                blocksize = min(count - total, blocksize)
+                if blocksize <= 0:
+                    return total
+            view = memoryview(buf)[:blocksize]
+            read = await loop.run_in_executor(None, file.readinto, view)
+            if not read:
+                return total  # end of file
+            await sock_sendall(loop, sock, view[:read])
+            total += read
+    finally:
+        if total > 0 and hasattr(file, "seek"):
+            file.seek(offset + total)
