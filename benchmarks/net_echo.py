@@ -10,7 +10,8 @@ Not here: timing repetitions and reports (benchmarks/harness.py), the core bench
 Client and server run on the same loop, so every message costs the loop two receives and two
 sends: the numbers measure the loop and its transports, not the kernel.
 
-Usage: ``python benchmarks/net_echo.py [-r REPEAT] [-b PATTERN] [--loops asyncio,uvloop,tidal]``
+Usage: ``python benchmarks/net_echo.py [-r REPEAT] [-b PATTERN] [--loops asyncio,uvloop,tidal]
+[--fresh]`` (``--fresh``: every run in a new process, to see the allocator's first-run state).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import fnmatch
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -325,6 +327,31 @@ def _rates(result: harness.SuiteResult) -> str:
     return "\n".join(lines)
 
 
+def _in_fresh_process(bench: Benchmark) -> Benchmark:
+    """``bench``, but each run happens in a new interpreter (the allocator's first-run state).
+
+    glibc serves a 256 KiB allocation with mmap until a large block has been freed, and then
+    from the heap: a loop that allocates per read is slow in a fresh process and fast once
+    warmed. Measuring both keeps the comparison honest.
+    """
+    names = {variant.factory: name for name, variant in harness.LOOPS.items()}
+
+    def run(loop_factory: LoopFactory, size: int) -> float:
+        command = [sys.executable, __file__, "--one", bench.name, names[loop_factory], str(size)]
+        output = subprocess.run(command, capture_output=True, text=True, check=False)
+        if output.returncode:
+            raise BenchmarkError(f"{bench.name} failed in a fresh process: {output.stderr}")
+        return float(output.stdout)
+
+    return Benchmark(bench.name, run, bench.size, bench.smoke_size, bench.description)
+
+
+def _run_one(name: str, loop: str, size: int) -> None:
+    bench = next(b for b in NET_BENCHMARKS if b.name == name)
+    with harness.pinned_to_one_cpu():
+        print(bench.func(harness.LOOPS[loop].factory, size))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/net_echo.py",
@@ -336,19 +363,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-w", "--warmup", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run (CI)")
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument(
+        "--fresh", action="store_true", help="time each run in a new process (no warm-up)"
+    )
+    parser.add_argument("--one", nargs=3, metavar=("BENCH", "LOOP", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one:
+        _run_one(args.one[0], args.one[1], int(args.one[2]))
+        return 0
     benches = [
         b
         for b in NET_BENCHMARKS
         if not args.bench or any(fnmatch.fnmatch(b.name, p) for p in args.bench)
     ]
     loops = [harness.LOOPS[name] for name in args.loops.split(",") if name in harness.LOOPS]
+    if args.fresh:
+        benches = [_in_fresh_process(b) for b in benches]
     with harness.pinned_to_one_cpu():
         result = harness.run_suite(
             benches,
             loops,
             repeat=args.repeat,
-            warmup=args.warmup,
+            warmup=0 if args.fresh else args.warmup,
             smoke=args.smoke,
             scale=args.scale,
             command=" ".join(["benchmarks/net_echo.py", *(argv or sys.argv[1:])]),

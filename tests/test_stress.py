@@ -2,6 +2,8 @@
 
 Nothing may be lost, reordered where order is promised, or deadlocked; each test is bounded by a
 pytest timeout. Tests that take more than 0.25 s are marked slow but stay in the default run.
+Debug mode is switched off here even in a PYTHONASYNCIODEBUG run: it records a stack per
+callback, which makes a million callbacks take a minute on either loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ import pytest
 Loop = asyncio.AbstractEventLoop
 
 JOIN_TIMEOUT = 30.0  # seconds; only reached if something deadlocks
+
+
+@pytest.fixture
+def loop(loop: Loop) -> Loop:
+    """The loop under test, with debug mode off (see the module docstring)."""
+    loop.set_debug(False)
+    return loop
 
 
 @pytest.mark.slow

@@ -475,7 +475,9 @@ def test_tidal_status_stolen_by_waitpid_reports_255(
     monkeypatch.setattr(tidal_subprocess, "use_pidfd", pidfd)
 
     async def main(loop: asyncio.AbstractEventLoop) -> int:
-        proc = await asyncio.create_subprocess_exec("sh", "-c", "exit 3")
+        # The child outlives the spawn by a margin, so tidal cannot have reaped it before the
+        # blocking waitpid below (which holds the loop thread until the child exits).
+        proc = await asyncio.create_subprocess_exec("sh", "-c", "sleep 0.5; exit 3")
         os.waitpid(proc.pid, 0)  # someone else's waitpid: the status is gone for good
         return await proc.wait()
 

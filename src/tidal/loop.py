@@ -456,6 +456,11 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     ) -> Coroutine[Any, Any, int]:
         return stream.sendfile(self, transport, file, offset, count, **kw)
 
+    def _sendfile_native(
+        self, transport: Any, file: Any, offset: int, count: int | None
+    ) -> Coroutine[Any, Any, int]:
+        return stream.transport_sendfile_native(self, transport, file, offset, count)
+
     def start_tls(
         self, transport: Any, protocol: Any, sslcontext: Any, **kw: Any
     ) -> Coroutine[Any, Any, Any]:

@@ -2,7 +2,7 @@
 
 Owns: ``TLSProtocol`` (sits on a plain transport as its protocol: feeds received bytes into the
 TLS engine, writes the engine's output to the transport, runs the handshake and the closing
-alert exchange, with timeouts), ``TLSTransport`` (what the application's protocol sees),
+alert exchange, with timeouts), ``SSLTransport`` (what the application's protocol sees),
 ``make_ssl_transport`` (``ssl=`` on connections and servers) and ``start_tls``.
 Not here: the socket transport underneath (transports/stream.py), certificate policy (the
 caller's ``SSLContext``).
@@ -116,7 +116,7 @@ def _default_context(server_side: bool, server_hostname: str | None) -> ssl.SSLC
     return context
 
 
-class TLSTransport(asyncio.Transport):
+class SSLTransport(asyncio.Transport):
     """The application's view of a TLS connection: plaintext in, plaintext out."""
 
     # sendfile() works through the generic read-and-write path; start_tls() may nest.
@@ -126,7 +126,8 @@ class TLSTransport(asyncio.Transport):
     def __init__(self, loop: EventLoop, tls: TLSProtocol) -> None:
         super().__init__()
         self._loop = loop
-        self._tls: TLSProtocol | None = tls
+        # The TLS layer (asyncio's attribute name: CPython's tests reach through it).
+        self._ssl_protocol: TLSProtocol | None = tls
         self._closed = False
 
     def __repr__(self) -> str:
@@ -140,16 +141,16 @@ class TLSTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Extra info: ``peercert``, ``cipher``, ``compression``, ``ssl_object``,
         ``sslcontext``, and everything the transport underneath knows (``peername``...)."""
-        tls = self._tls
+        tls = self._ssl_protocol
         return default if tls is None else tls._get_extra_info(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert self._tls is not None
-        self._tls._set_app_protocol(protocol)
+        assert self._ssl_protocol is not None
+        self._ssl_protocol._set_app_protocol(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self._tls is not None
-        protocol: asyncio.BaseProtocol = self._tls._app_protocol
+        assert self._ssl_protocol is not None
+        protocol: asyncio.BaseProtocol = self._ssl_protocol._app_protocol
         return protocol
 
     def is_closing(self) -> bool:
@@ -159,10 +160,10 @@ class TLSTransport(asyncio.Transport):
         """Send close_notify once pending data is out; ``connection_lost(None)`` follows."""
         if not self._closed:
             self._closed = True
-            if self._tls is not None:
-                self._tls._start_shutdown()
+            if self._ssl_protocol is not None:
+                self._ssl_protocol._start_shutdown()
         else:
-            self._tls = None
+            self._ssl_protocol = None
 
     def abort(self) -> None:
         """Close the connection at once, dropping buffered data."""
@@ -170,51 +171,53 @@ class TLSTransport(asyncio.Transport):
 
     def _force_close(self, exc: BaseException | None) -> None:
         self._closed = True
-        if self._tls is not None:
-            self._tls._abort(exc)
+        if self._ssl_protocol is not None:
+            self._ssl_protocol._abort(exc)
 
     def is_reading(self) -> bool:
-        return self._tls is not None and not self._tls._app_reading_paused
+        return self._ssl_protocol is not None and not self._ssl_protocol._app_reading_paused
 
     def pause_reading(self) -> None:
-        if self._tls is not None:
-            self._tls._app_reading_paused = True
+        if self._ssl_protocol is not None:
+            self._ssl_protocol._app_reading_paused = True
 
     def resume_reading(self) -> None:
-        if self._tls is not None:
-            self._tls._resume_reading()
+        if self._ssl_protocol is not None:
+            self._ssl_protocol._resume_reading()
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        assert self._tls is not None
-        self._tls._write_high, self._tls._write_low = _water_marks(high, low, WRITE_HIGH_WATER)
-        self._tls._control_app_writing()
+        tls = self._ssl_protocol
+        assert tls is not None
+        tls._write_high, tls._write_low = _water_marks(high, low, WRITE_HIGH_WATER)
+        tls._control_app_writing()
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
-        assert self._tls is not None
-        return (self._tls._write_low, self._tls._write_high)
+        assert self._ssl_protocol is not None
+        return (self._ssl_protocol._write_low, self._ssl_protocol._write_high)
 
     def get_write_buffer_size(self) -> int:
         """Plaintext not yet encrypted plus ciphertext not yet handed to the transport."""
-        tls = self._tls
+        tls = self._ssl_protocol
         return 0 if tls is None else tls._write_buffer_size()
 
     def set_read_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        assert self._tls is not None
-        self._tls._read_high, self._tls._read_low = _water_marks(high, low, READ_HIGH_WATER)
-        self._tls._control_ssl_reading()
+        tls = self._ssl_protocol
+        assert tls is not None
+        tls._read_high, tls._read_low = _water_marks(high, low, READ_HIGH_WATER)
+        tls._control_ssl_reading()
 
     def get_read_buffer_limits(self) -> tuple[int, int]:
-        assert self._tls is not None
-        return (self._tls._read_low, self._tls._read_high)
+        assert self._ssl_protocol is not None
+        return (self._ssl_protocol._read_low, self._ssl_protocol._read_high)
 
     def get_read_buffer_size(self) -> int:
-        tls = self._tls
+        tls = self._ssl_protocol
         return 0 if tls is None else tls._incoming.pending
 
     @property
     def _protocol_paused(self) -> bool:
         # Read by the fallback sendfile path (transports/stream.py) to respect flow control.
-        return self._tls is not None and self._tls._app_writing_paused
+        return self._ssl_protocol is not None and self._ssl_protocol._app_writing_paused
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send ``data`` (buffered until the handshake is done).
@@ -226,12 +229,12 @@ class TLSTransport(asyncio.Transport):
             raise TypeError(f"data: expecting a bytes-like instance, got {type(data).__name__}")
         if not data:
             return
-        assert self._tls is not None, "write() on a TLS transport after it was closed twice"
-        self._tls._write_appdata((data,))
+        assert self._ssl_protocol is not None, "write() after the transport was closed twice"
+        self._ssl_protocol._write_appdata((data,))
 
     def writelines(self, list_of_data: Any) -> None:
-        assert self._tls is not None
-        self._tls._write_appdata(list_of_data)
+        assert self._ssl_protocol is not None
+        self._ssl_protocol._write_appdata(list_of_data)
 
     def write_eof(self) -> None:
         """TLS has no half-close: this raises NotImplementedError, as asyncio's does."""
@@ -239,6 +242,12 @@ class TLSTransport(asyncio.Transport):
 
     def can_write_eof(self) -> bool:
         return False
+
+    def _test__append_write_backlog(self, data: bytes) -> None:
+        """Queue ``data`` without encrypting it yet (a hook CPython's test_ssl uses)."""
+        assert self._ssl_protocol is not None
+        self._ssl_protocol._backlog.append(data)
+        self._ssl_protocol._backlog_size += len(data)
 
 
 class TLSProtocol(asyncio.BufferedProtocol):
@@ -322,7 +331,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._app_protocol: Any = None
         self._app_buffered = False
         self._set_app_protocol(app_protocol)
-        self._app_transport: TLSTransport | None = TLSTransport(loop, self)
+        self._app_transport: SSLTransport | None = SSLTransport(loop, self)
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} state={self._state.value}>"
@@ -751,7 +760,7 @@ def make_ssl_transport(
     server: Any = None,
     ssl_handshake_timeout: float | None = None,
     ssl_shutdown_timeout: float | None = None,
-) -> TLSTransport:
+) -> SSLTransport:
     """A socket transport with a TLS layer on it; ``waiter`` completes after the handshake."""
     from .transports.stream import SocketTransport
 

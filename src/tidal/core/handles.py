@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 
 class Handle(asyncio.Handle):
-    """A callback with its arguments and context, waiting in the ready queue."""
+    """A callback with its arguments and context, waiting in the ready queue.
+
+    In debug mode the handle records where it was made: ``stack_depth`` frames above its
+    constructor (1, the caller, unless the caller is itself tidal's plumbing).
+    """
 
     __slots__ = ()
 
@@ -34,6 +38,7 @@ class Handle(asyncio.Handle):
         args: Sequence[Any],
         loop: Scheduler,
         context: contextvars.Context,
+        stack_depth: int = 1,
     ) -> None:
         self._callback = callback
         self._args = args
@@ -42,7 +47,7 @@ class Handle(asyncio.Handle):
         self._cancelled = False
         self._repr = None
         self._source_traceback = (
-            format_helpers.extract_stack(sys._getframe(1)) if loop._debug else None
+            format_helpers.extract_stack(sys._getframe(stack_depth)) if loop._debug else None
         )
 
     def get_context(self) -> contextvars.Context:
@@ -76,6 +81,7 @@ class TimerHandle(Handle, asyncio.TimerHandle):
         args: Sequence[Any],
         loop: Scheduler,
         context: contextvars.Context,
+        stack_depth: int = 1,
     ) -> None:
         self._callback = callback
         self._args = args
@@ -86,7 +92,7 @@ class TimerHandle(Handle, asyncio.TimerHandle):
         self._when = when
         self._scheduled = False
         self._source_traceback = (
-            format_helpers.extract_stack(sys._getframe(1)) if loop._debug else None
+            format_helpers.extract_stack(sys._getframe(stack_depth)) if loop._debug else None
         )
 
     def get_context(self) -> contextvars.Context:

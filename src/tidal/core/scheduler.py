@@ -189,9 +189,8 @@ class Scheduler:
         if self._debug:
             self._check_thread()
             self._check_callback(callback, method)
-            timer = TimerHandle(when, callback, args, self, context)
-            # End the source traceback at the user's call_at/call_later line, not ours.
-            timer._source_traceback = format_helpers.extract_stack(sys._getframe(2))
+            # The source traceback ends at the user's call_at/call_later line, not ours.
+            timer = TimerHandle(when, callback, args, self, context, stack_depth=3)
         else:
             if not callable(callback):
                 self._check_callback(callback, method)
@@ -228,13 +227,12 @@ class Scheduler:
     ) -> Handle:
         """Debug mode: a Handle whose source traceback ends where the user scheduled it.
 
-        A Handle records the frame that constructed it; here that would be this method, so
-        the traceback is redone from the caller of ``call_soon``/``call_soon_threadsafe``, as
-        asyncio's ends (``loop.set_debug(True)`` reports point at the user's line).
+        A Handle records the frame that constructed it; here that would be this method, so it
+        is told to start three frames up, at the caller of ``call_soon``/``call_soon_threadsafe``,
+        as asyncio's does (``loop.set_debug(True)`` reports point at the user's line).
         """
-        handle = Handle(callback, args, self, _copy_context() if context is None else context)
-        handle._source_traceback = format_helpers.extract_stack(sys._getframe(2))
-        return handle
+        context = _copy_context() if context is None else context
+        return Handle(callback, args, self, context, stack_depth=3)
 
     def _write_to_self(self) -> None:
         """Wake the loop from another thread even if it is not sleeping yet (asyncio's name)."""

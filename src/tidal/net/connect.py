@@ -92,9 +92,7 @@ async def ensure_resolved(
     info = ipaddr_info(host, port, family, type, proto, *address[2:])
     if info is not None:
         return [info]
-    return await loop.getaddrinfo(
-        host, port, family=family, type=type, proto=proto, flags=flags
-    )
+    return await loop.getaddrinfo(host, port, family=family, type=type, proto=proto, flags=flags)
 
 
 def interleave_addrinfos(infos: list[AddrInfo], first_family_count: int = 1) -> list[AddrInfo]:
@@ -372,6 +370,8 @@ async def make_connection_transport(
         await waiter
     except BaseException:
         transport.close()
+        # The exception's traceback keeps this frame alive: let go of the connection objects.
+        del transport, protocol, waiter
         raise
     return transport, protocol
 

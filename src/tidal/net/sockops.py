@@ -231,7 +231,6 @@ def _recv_copied(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
     return view[: sock.recv_into(view)].tobytes()
 
 
-
 async def sock_recv(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
     _check_socket(loop, sock)
     try:

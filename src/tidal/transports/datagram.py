@@ -36,8 +36,12 @@ DATAGRAM_HEADER_SIZE: Final = 8
 _DROP_EMPTY_DATAGRAMS: Final = sys.version_info < (3, 13)
 
 
-class DatagramTransport(SocketTransportBase, asyncio.DatagramTransport):
-    """The transport of a datagram socket, optionally connected to ``address``."""
+class DatagramTransport(SocketTransportBase, asyncio.Transport, asyncio.DatagramTransport):
+    """The transport of a datagram socket, optionally connected to ``address``.
+
+    Like asyncio's, it is an ``asyncio.Transport`` as well as an ``asyncio.DatagramTransport``
+    (CPython's tests check both); the stream-only methods raise NotImplementedError.
+    """
 
     __slots__ = (
         "_address",  # the connected peer address, or None for an unconnected socket

@@ -334,7 +334,8 @@ async def sendfile(
         raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
     if mode is _SendfileMode.TRY_NATIVE:
         try:
-            return await _sendfile_native(loop, transport, file, offset, count)
+            # Through the loop's attribute, as asyncio does: tests replace it to force a path.
+            return await loop._sendfile_native(transport, file, offset, count)
         except asyncio.SendfileNotAvailableError:
             if not fallback:
                 raise
@@ -345,7 +346,7 @@ async def sendfile(
     return await _sendfile_fallback(loop, transport, file, offset, count)
 
 
-async def _sendfile_native(
+async def transport_sendfile_native(
     loop: EventLoop, transport: SocketTransport, file: Any, offset: int, count: int | None
 ) -> int:
     # The socket is lent to sock-level sendfile: out of the transport registry, reading
