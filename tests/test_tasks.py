@@ -6,10 +6,13 @@ Everything here runs the same code on both loops and compares what a program can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import io
 import sys
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -607,3 +610,30 @@ def test_reprs_read_the_same_on_both_loops() -> None:
         each.set_debug(False)  # debug mode adds "created at", whose frames differ
     on_asyncio, on_tidal = reprs(loops[0]), reprs(loops[1])
     assert on_tidal == on_asyncio
+
+
+def test_cancelled_task_frees_its_frames_without_the_cycle_collector(
+    run: Callable[..., Any],
+) -> None:
+    """A timed-out wait_for must not leave the inner coroutine's locals in a reference cycle."""
+
+    class Payload:
+        pass
+
+    async def inner(payload: Payload) -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> weakref.ref[Payload]:
+        payload = Payload()
+        ref = weakref.ref(payload)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(inner(payload), 0.01)
+        del payload
+        return ref
+
+    gc.disable()
+    try:
+        ref = run(main())
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -456,6 +456,10 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     ) -> Coroutine[Any, Any, int]:
         return stream.sendfile(self, transport, file, offset, count, **kw)
 
+    def _stop_serving(self, sock: socket.socket) -> None:
+        """Stop accepting on ``sock`` and close it (asyncio's private name; its tests use it)."""
+        serve.stop_accepting(self, sock)
+
     def _sendfile_native(
         self, transport: Any, file: Any, offset: int, count: int | None
     ) -> Coroutine[Any, Any, int]:

@@ -407,8 +407,11 @@ class Task(FutureMixin, asyncio.Task[Any]):
             # An exception the coroutine raised keeps this frame alive through its traceback;
             # without this the frame would keep the task alive too (task -> exception ->
             # traceback -> frame -> task), and "exception was never retrieved" would wait for
-            # the cycle collector instead of being reported when the task is dropped.
+            # the cycle collector instead of being reported when the task is dropped. The same
+            # holds for the exception thrown in: it is in that traceback, and it would keep the
+            # coroutine's frames (and all they hold) alive, where asyncio's C step frees them.
             self = None  # type: ignore[assignment]
+            exc = None
 
     def _park_other(self, result: Any) -> None:
         """The coroutine yielded something other than None or one of our loop's futures."""

@@ -254,9 +254,13 @@ def test_unix_server_bad_arguments(arun: Run) -> None:
     arun(main())
 
 
-def test_protocol_factory_failure_keeps_server_alive(arun: Run, loop_name: str) -> None:
+def test_protocol_factory_failure_keeps_server_alive(
+    arun: Run, loop_name: str, loop: asyncio.AbstractEventLoop
+) -> None:
     if loop_name == "asyncio":
         pytest.skip("asyncio leaks the accepted socket (ResourceWarning); tidal closes it")
+    reports: list[dict[str, Any]] = []  # only in debug mode, as asyncio
+    loop.set_exception_handler(lambda _loop, context: reports.append(context))
     calls = []
 
     def flaky() -> asyncio.Protocol:
@@ -279,3 +283,5 @@ def test_protocol_factory_failure_keeps_server_alive(arun: Run, loop_name: str) 
         return data
 
     assert arun(main()) == b"ping"
+    expected = ["Error on transport creation for incoming connection"] if loop.get_debug() else []
+    assert [r["message"] for r in reports] == expected

@@ -415,3 +415,50 @@ def test_unix_socketpair_sendall_memoryview(
         return await loop.sock_recv(b, 10)
 
     assert arun(main()) == b"cdef"
+
+
+def test_large_recv_sizes_return_exact_bytes(
+    arun: Run, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+    payload = os.urandom(700_000)
+
+    async def main() -> tuple[bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        sending = asyncio.ensure_future(loop.sock_sendall(a, payload))
+        received = bytearray()
+        while len(received) < len(payload):
+            chunk = await loop.sock_recv(b, 1 << 20)  # more than tidal's reusable buffer
+            assert type(chunk) is bytes and 0 < len(chunk) <= 1 << 20
+            received += chunk
+        await sending
+        await loop.sock_sendall(a, b"tail")
+        return bytes(received), await loop.sock_recv(b, 200_000)
+
+    assert arun(main()) == (payload, b"tail")
+
+
+def test_busy_tasks_do_not_starve_io(arun: Run, pair: tuple[socket.socket, socket.socket]) -> None:
+    """A task that yields every turn keeps the ready queue non-empty; I/O must still run."""
+    a, b = pair
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        spins = 0
+        stop = False
+
+        async def spin() -> None:
+            nonlocal spins
+            while not stop:
+                spins += 1
+                await asyncio.sleep(0)
+
+        spinner = asyncio.ensure_future(spin())
+        for _ in range(50):
+            loop.call_soon(a.send, b"x")
+            assert await loop.sock_recv(b, 10) == b"x"
+        stop = True
+        await spinner
+        return spins
+
+    assert arun(main()) > 0

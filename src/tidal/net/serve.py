@@ -144,7 +144,7 @@ class Server(asyncio.base_events.Server):
             return
         self._sockets = None
         for sock in sockets:
-            _stop_accepting(self._loop, sock, self._unix_inodes.pop(sock, None))
+            stop_accepting(self._loop, sock, self._unix_inodes.pop(sock, None))
         self._serving = False
         fut = self._serving_forever_fut
         if fut is not None and not fut.done():
@@ -210,7 +210,9 @@ def _start_accepting(loop: EventLoop, server: Server, sock: socket.socket) -> No
     watch(loop, sock.fileno(), EVENT_READ, handle)
 
 
-def _stop_accepting(loop: EventLoop, sock: socket.socket, unix_inode: int | None) -> None:
+def stop_accepting(loop: EventLoop, sock: socket.socket, unix_inode: int | None = None) -> None:
+    """Stop watching a listening socket and close it (removing its Unix socket file if
+    ``unix_inode`` says the file is still the one this server created)."""
     loop._remove_watcher(sock.fileno(), EVENT_READ)
     if unix_inode is not None:
         path = sock.getsockname()
