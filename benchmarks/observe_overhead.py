@@ -104,8 +104,9 @@ def nohooks_loop() -> asyncio.AbstractEventLoop:
 
 
 def recording_loop() -> asyncio.AbstractEventLoop:
-    """A tidal loop recording a timeline from creation to close."""
-    import tidal
+    """A tidal loop recording a timeline from creation to close (one recorder per loop, as
+    ``tidal.trace.record()`` attaches to each loop a program makes)."""
+    import tidal  # imported once; later calls find them in sys.modules
     from tidal.observe.timeline import Recorder
 
     loop = tidal.new_event_loop()

@@ -24,7 +24,6 @@ import heapq
 import itertools
 import logging
 import os
-import selectors
 import sys
 import threading
 import time
@@ -401,7 +400,7 @@ class Scheduler:
             if once or self._stopping:
                 return
 
-    def _process_events(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+    def _process_events(self, events: list[tuple[Any, int]]) -> None:
         ready_append = self._ready.append
         for key, mask in events:
             data = key.data

@@ -19,6 +19,7 @@ import asyncio
 import os
 import socket
 import stat
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -471,8 +472,12 @@ async def create_datagram_endpoint(
 ) -> tuple[asyncio.DatagramTransport, asyncio.BaseProtocol]:
     remote: Any = None
     if sock is not None:
-        if sock.type == socket.SOCK_STREAM:
-            raise ValueError(f"A datagram socket was expected, got {sock!r}")
+        # 3.13 refuses only stream sockets; 3.11 and 3.12 accept nothing but SOCK_DGRAM.
+        if sys.version_info >= (3, 13):
+            if sock.type == socket.SOCK_STREAM:
+                raise ValueError(f"A datagram socket was expected, got {sock!r}")
+        elif sock.type != socket.SOCK_DGRAM:
+            raise ValueError(f"A UDP Socket was expected, got {sock!r}")
         options = {
             "local_addr": local_addr,
             "remote_addr": remote_addr,

@@ -34,11 +34,19 @@ What a hook costs:
   ``run_in_executor`` and ``close`` test ``loop._hooks``.
 - Someone listens to any loop-turn hook: phase 4 runs ``run_ready`` below, which reads the
   clock twice per handle and calls each observer.
+- A timeline recorder and nothing else per handle: phase 4 runs the recorder's own batch loop
+  (``BatchRecorder.run_ready``, timeline.py), which reads the clock once per handle and appends
+  one raw tuple; everything else is worked out when the recording stops.
+
+Batch recorders (``add_recorder``) are not observers of a hook: they see every handle phase 4
+runs, before it runs (``note``), and the end of each batch (``end_batch``). While one is the only
+thing listening per handle (and debug mode is off), phase 4 is handed to it whole.
 
 Invariants:
 - A hook's observers are a tuple, replaced (never mutated) on change: emitting iterates a
   snapshot, and worker threads (executor hooks) read it without a lock.
-- ``loop._instrumented`` is True exactly when some turn-level hook has an observer.
+- ``loop._instrumented`` is True exactly when some turn-level hook has an observer or a batch
+  recorder is attached.
 - ``tasks._observe_spawn`` is set exactly when some loop has ``task_spawned`` observers or some
   loop watcher is registered.
 """
@@ -53,7 +61,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .. import tasks as _tasks
 from ..core.errors import FATAL_EXCEPTIONS
@@ -155,7 +163,7 @@ class Hooks:
     was registered for, and the error goes to the loop's exception handler.
     """
 
-    __slots__ = (*HOOK_NAMES, "_loop", "__weakref__")
+    __slots__ = (*HOOK_NAMES, "recorders", "_fast_recorder", "_loop", "__weakref__")
 
     task_spawned: tuple[Callable[..., Any], ...]
     before_task_step: tuple[Callable[..., Any], ...]
@@ -167,11 +175,17 @@ class Hooks:
     executor_job_started: tuple[Callable[..., Any], ...]
     executor_job_finished: tuple[Callable[..., Any], ...]
     loop_closing: tuple[Callable[..., Any], ...]
+    recorders: tuple[BatchRecorder, ...]  # batch recorders (timeline.py), see the module doc
+    # Invariant: the only recorder when no per-handle hook has observers, else None; phase 4
+    # hands whole batches to it (outside debug mode).
+    _fast_recorder: BatchRecorder | None
 
     def __init__(self, loop: Scheduler) -> None:
         self._loop = loop
         for name in HOOK_NAMES:
             setattr(self, name, ())
+        self.recorders = ()
+        self._fast_recorder = None
 
     @property
     def loop(self) -> Scheduler:
@@ -232,12 +246,54 @@ class Hooks:
             if method is not None:
                 self.remove(name, method)
 
+    def add_recorder(
+        self,
+        recorder: BatchRecorder,
+        observers: tuple[tuple[str, Callable[..., Any]], ...] = (),
+    ) -> None:
+        """Show ``recorder`` every handle phase 4 runs (see ``BatchRecorder``), and register
+        ``observers``, (hook, observer) pairs, in the same update (a recorder per loop is
+        attached as loops are created, so this is kept to one pass).
+
+        Raises:
+            ValueError: a hook name is not one of ``HOOK_NAMES``.
+        """
+        for hook, _ in observers:
+            _check_hook(hook)
+        with _registry_lock:
+            for hook, observer in observers:
+                setattr(self, hook, (*getattr(self, hook), observer))
+            self.recorders = (*self.recorders, recorder)
+            self._update_flags()
+
+    def remove_recorder(
+        self,
+        recorder: BatchRecorder,
+        observers: tuple[tuple[str, Callable[..., Any]], ...] = (),
+    ) -> bool:
+        """Undo ``add_recorder``; return False if ``recorder`` was not registered."""
+        with _registry_lock:
+            for hook, observer in observers:
+                setattr(self, hook, tuple(fn for fn in getattr(self, hook) if fn != observer))
+            kept = tuple(r for r in self.recorders if r is not recorder)
+            found = len(kept) != len(self.recorders)
+            self.recorders = kept
+            self._update_flags()
+            return found
+
     def listening(self) -> bool:
-        """Return True if any hook of this loop has an observer."""
-        return any(getattr(self, name) for name in HOOK_NAMES)
+        """Return True if any hook of this loop has an observer (or a recorder is attached)."""
+        return bool(self.recorders) or any(getattr(self, name) for name in HOOK_NAMES)
 
     def _update_flags(self) -> None:
-        self._loop._instrumented = any(getattr(self, name) for name in _TURN_HOOKS)
+        per_handle = (
+            self.before_task_step or self.after_task_step or self.task_exited or self.callback_ran
+        )
+        recorders = self.recorders
+        self._fast_recorder = recorders[0] if len(recorders) == 1 and not per_handle else None
+        self._loop._instrumented = bool(
+            recorders or per_handle or self.before_io_wait or self.after_io_wait
+        )
         if self.task_spawned and not self._loop.is_closed():
             _spawning_loops.add(self)
         else:
@@ -406,9 +462,24 @@ class Hooks:
 
         Same semantics as the scheduler's batch loop (FIFO, cancelled handles skipped, errors to
         the exception handler, SystemExit and KeyboardInterrupt propagate), plus the step and
-        callback hooks, plus debug mode's "Executing %s took %.3f seconds" warning.
+        callback hooks, plus debug mode's "Executing %s took %.3f seconds" warning, plus what
+        batch recorders are shown. A lone recorder (and no debug mode) gets the batch instead.
         """
         loop: Any = self._loop
+        fast = self._fast_recorder
+        if fast is not None and not loop._debug:
+            fast.run_ready(count)
+            return
+        recorders = self.recorders
+        try:
+            self._run_ready_observed(loop, count, recorders)
+        finally:
+            if recorders:
+                ended = perf_counter()
+                for recorder in recorders:
+                    recorder.end_batch(ended)
+
+    def _run_ready_observed(self, loop: Any, count: int, recorders: tuple[Any, ...]) -> None:
         popleft = loop._ready.popleft
         debug = loop._debug
         slow = loop.slow_callback_duration
@@ -429,6 +500,8 @@ class Hooks:
                 task = owner if getattr(callback, "__func__", None) in step_functions else None
             else:
                 task = task_of_callback(callback)
+            for recorder in recorders:
+                recorder.note(handle, callback, clock())
             if task is not None and self.before_task_step:
                 self.emit_before_task_step(task)
             if debug:
@@ -444,6 +517,9 @@ class Hooks:
                 if debug:
                     loop._current_handle = None
             took = clock() - started
+            if recorders and task is not None and task.done():
+                for recorder in recorders:
+                    recorder.task_done(task)
             if task is None:
                 for fn in self.callback_ran:
                     try:
@@ -464,6 +540,23 @@ class Hooks:
                     self.emit_task_exited(task)
             if debug and took >= slow:
                 _log_slow(handle, task, took)
+
+
+class BatchRecorder(Protocol):
+    """What ``add_recorder`` takes: something that sees every handle phase 4 runs.
+
+    ``run_ready(count)`` must behave exactly like the scheduler's batch loop (FIFO, cancelled
+    handles skipped, errors to ``loop._report_handle_error``, SystemExit and KeyboardInterrupt
+    propagate); it is called only while this recorder is the only per-handle listener.
+    """
+
+    def run_ready(self, count: int) -> None: ...
+
+    def note(self, handle: Any, callback: Any, started: float) -> None: ...
+
+    def task_done(self, task: Any) -> None: ...
+
+    def end_batch(self, ended: float) -> None: ...
 
 
 def _log_slow(handle: Any, task: Any, took: float) -> None:

@@ -52,7 +52,10 @@ def is_internal_file(filename: str) -> bool:
     return filename.startswith("<frozen ")
 
 
-_internal_code: dict[Any, bool] = {}  # code object -> is_internal_file(its filename), cached
+# filename -> is_internal_file(filename), cached. Keyed by the filename string (whose hash is
+# cached in the string) rather than the code object: hashing a code object hashes its constants
+# again on every lookup, which made creation-site lookups cost most of a task's creation.
+_internal_code: dict[str, bool] = {}
 
 
 def caller_code_line(skip: int = 1) -> tuple[Any, int] | None:
@@ -63,9 +66,10 @@ def caller_code_line(skip: int = 1) -> tuple[Any, int] | None:
         if frame is None:
             return None
         code = frame.f_code
-        internal = cache.get(code)
+        filename = code.co_filename
+        internal = cache.get(filename)
         if internal is None:
-            internal = cache[code] = is_internal_file(code.co_filename)
+            internal = cache[filename] = is_internal_file(filename)
         if not internal:
             return (code, frame.f_lineno)
         frame = frame.f_back
@@ -80,9 +84,10 @@ def caller_site(skip: int = 1) -> str | None:
         if frame is None:
             return None
         code = frame.f_code
-        internal = cache.get(code)
+        filename = code.co_filename
+        internal = cache.get(filename)
         if internal is None:
-            internal = cache[code] = is_internal_file(code.co_filename)
+            internal = cache[filename] = is_internal_file(filename)
         if not internal:
             return f"{code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back

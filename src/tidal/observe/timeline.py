@@ -1,31 +1,62 @@
 """The timeline recorder and its exports: Chrome/Perfetto trace JSON and an HTML page.
 
-Owns: ``Recorder`` (an observer writing task steps, callbacks, timers, I/O waits and executor
-jobs into a bounded ring buffer), ``record`` (the context manager behind ``tidal.trace.record``),
+Owns: ``Recorder`` (records task steps, callbacks, timers, I/O waits and executor jobs into
+bounded rings, one per loop), ``record`` (the context manager behind ``tidal.trace.record``),
 ``Recording`` (the result: lanes, events, exports).
 Not here: drawing the HTML page (timeline_html.py), the hook registry and when hooks fire
 (hooks.py), the await-chain walk of snapshots (tree.py; the recorder has its own cheaper walk,
-below, because it runs after every step).
+below).
 
-Events are tuples, newest last, in a ``collections.deque(maxlen=capacity)`` that exists only
-while recording (and afterwards inside the ``Recording`` it produced). When it is full the
-oldest events fall out; ``Recording.dropped`` says how many. Shapes (times are perf_counter
-seconds, durations seconds):
+How recording stays cheap. While a recorder is the only thing listening per handle, phase 4
+of the loop is ``_LoopTrack.run_ready``: per handle it reads the clock once and appends three
+plain values to the loop's ring (a flat list; no tuple per record, so the cyclic GC has nothing
+new to walk); the end of a batch appends three more. A handle's duration is the next record's
+time minus its own, so it includes the few hundred nanoseconds of bookkeeping before the next
+handle. Which lane a record belongs to, whether a task was waiting on a future or only
+scheduled before a step, names and labels are all worked out in ``stop()``.
+
+The one thing that cannot wait until then is *where* a task was parked: by the time the
+recording stops the coroutine has moved on. The walk down the await chain happens when a task
+resumes from a future (before the step runs, the chain is still the one it parked on), and only
+when the wait may have lasted ``chain_min_wait`` seconds or more (default 100 us): a task's
+previous resume is at least as old as the start of its wait, so a resume closer than that to
+the previous one ended a shorter wait. Shorter waits still show what they waited on (the type of
+the future the wake-up was called with) and say that the chain was not sampled. A task still
+parked when recording stops has its chain walked then.
+
+Raw records, RECORD_SLOTS (3) values each, in a loop's ring (times are perf_counter seconds):
+
+    (step function, id(task), started)       a task's step ran (it was scheduled, not waiting)
+    (future type, id(task), started)         a task woke from a short wait on such a future
+    (_Chain key, id(task), started)          a task woke from a long wait; where it waited
+    (function or qualname, handle type, started)   a plain callback or timer ran
+    (None, None, ended)                      the batch ended
+    (exit tag, id(task), raw name)           the step just recorded finished the task
+    (SPAWN, id(task), at), (raw name, coroutine qualname, id(parent) or 0), (code, line, None)
+    (IO, started, waited), (events, None, None)
+
+Tasks are known by id: a task's spawn record starts its lane, so an id reused after a task was
+collected starts a new lane. Tasks alive when recording starts get spawn records then.
+
+Ring buffer: cut back to its newest ``capacity`` records, just after a batch's end, whenever it
+reaches twice that (checked once per batch), and once more when recording stops;
+``Recording.dropped`` counts the records cut.
+
+References: the ring holds ids, times, names, types and functions, never a task or a handle, so
+recording keeps nothing alive; ``stop()`` asks the loop for its live tasks to finish the picture
+(names, where they wait). A ``Recording`` holds only numbers and strings.
+
+Events of a ``Recording`` are tuples, in time order. Shapes:
 
     (STEP, lane, started, duration, chain)    chain: id in Recording.chains of where the task
                                               was parked after the step; READY_CHAIN when it
-                                              parked on nothing (a bare yield, or finished)
+                                              was only scheduled again (a bare yield); -1 when
+                                              nothing followed (it finished, or the ring ends)
     (SPAWN, lane, at, parent_lane)            parent_lane -1 when no task created it
     (EXIT, lane, at, state)                   state: "finished", "cancelled" or "failed"
     (CALLBACK, lane, started, duration, label, is_timer)   lane: the loop's lane
     (IO_WAIT, lane, started, waited, events)
     (JOB, lane, started, duration, label, failed)          lane: the worker thread's lane
-
-Invariants:
-- The recorder never keeps a task alive: it holds ids, lane numbers, names and code objects.
-- A lane number is never reused within a recording. A task created while recording always gets
-  a new lane at spawn, so an id() CPython reuses after a pending task was collected maps to the
-  new task from then on.
 """
 
 from __future__ import annotations
@@ -37,23 +68,26 @@ import threading
 import time
 import types
 import weakref
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Final
 
 from .. import futures as _futures
-from ..core.handles import TimerHandle
+from ..core.errors import FATAL_EXCEPTIONS
 from ..core.scheduler import Scheduler
 from ..tasks import Task as _Task
-from .hooks import ExecutorJob, Hooks, add_loop_watcher, hooks_for, remove_loop_watcher
+from .hooks import ExecutorJob, add_loop_watcher, hooks_for, remove_loop_watcher, task_of_callback
 from .stats import callback_name, caller_code_line
 from .tree import short_path
 
-# Events kept at most; at ~100 bytes each, 200k events is about 20 MB at the very worst.
+# Records kept at most per loop (and executor jobs at most); the ring grows to twice this
+# between cuts. A record is a small tuple, but it keeps what it names alive while recording.
 DEFAULT_CAPACITY: Final = 200_000
+
+# Seconds: the await chain is walked for waits that may be this long or longer (see above).
+DEFAULT_CHAIN_MIN_WAIT: Final = 100e-6
 
 STEP: Final = 0
 SPAWN: Final = 1
@@ -63,9 +97,45 @@ IO_WAIT: Final = 4
 JOB: Final = 5
 
 READY_CHAIN: Final = -2  # STEP chain value: parked on nothing, runs again next turn
+NO_CHAIN: Final = -1  # STEP chain value: nothing known after this step
 _CoroutineType = types.CoroutineType
+_MethodType = types.MethodType
+_BuiltinMethodType = types.BuiltinMethodType
 _FUTURE_AWAIT_CODE: Final = _futures.FutureMixin.__await__.__code__
 _MAX_CHAIN: Final = 32
+_UNSAMPLED: Final = "unsampled"  # first item of a chain key holding only the leaf
+
+# The functions of a bound-method callback that resume a task after it waited on a future:
+# tidal's Task._wakeup and the pure-Python asyncio Task's (name-mangled) __wakeup. The C Task's
+# is a builtin method named "task_wakeup".
+_WAKEUP_FUNCTIONS: Final = frozenset(
+    fn
+    for fn in (
+        _Task._wakeup,
+        getattr(getattr(asyncio.tasks, "_PyTask", None), "_Task__wakeup", None),
+    )
+    if fn is not None
+)
+_C_WAKEUP_NAME: Final = "task_wakeup"
+# Every function of a bound-method callback that steps or wakes a task (tidal's, pure-Python
+# asyncio's); the C Task's are not bound methods and go through ``_LoopTrack.note``.
+_TASK_FUNCTIONS: Final = frozenset(
+    fn
+    for fn in (
+        _Task._step,
+        _Task._wakeup,
+        *(
+            getattr(getattr(asyncio.tasks, "_PyTask", None), name, None)
+            for name in ("_Task__step", "_Task__wakeup")
+        ),
+    )
+    if fn is not None
+)
+_STEP_MARK: Final = "step"  # record tag of a step of a task whose step is no bound method
+_FunctionType = types.FunctionType
+_PENDING: Final = _futures.PENDING
+_CANCELLED: Final = _futures.CANCELLED  # the same string as asyncio's pure-Python futures use
+RECORD_SLOTS: Final = 3  # items per raw record in a ring
 
 
 @dataclass
@@ -83,31 +153,244 @@ class Lane:
     parent: int = -1  # the lane of the task that created this one
 
 
-class Recorder:
-    """Hook observer that appends events to a ring buffer. Use ``record()`` rather than this.
+class _Chain(tuple):  # type: ignore[type-arg]
+    """Record tag: a task resumed from a long wait; the tuple is its chain key."""
 
-    Everything per event is kept raw (ints, floats, code objects, names as the task holds them)
-    and turned into words once, in ``stop()``: recording must stay cheap.
+    __slots__ = ()
 
-    Args:
-        capacity: events kept at most; older ones are dropped first.
+
+class _Tag:
+    """A record tag that is neither a callback label nor a type (see the module docstring)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<record tag {self.name}>"
+
+
+_SPAWN_TAG: Final = _Tag("spawn")  # 3 records: see _LoopTrack.add_task
+_IO_TAG: Final = _Tag("io wait")  # 2 records: see _LoopTrack.after_io_wait
+_EXIT_TAGS: Final = {state: _Tag(state) for state in ("finished", "cancelled", "failed")}
+_EXIT_STATE: Final = {tag: state for state, tag in _EXIT_TAGS.items()}
+_GROUP_SIZE: Final = {_SPAWN_TAG: 3, _IO_TAG: 2}  # records in a tag's group; others: 1
+
+
+class _LoopTrack:
+    """The recording of one loop: its ring, and the batch loop phase 4 hands over.
+
+    Registered with the loop's hooks as a batch recorder (``Hooks.add_recorder``) and as the
+    ``task_spawned`` and ``after_io_wait`` observer.
     """
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    __slots__ = ("capacity", "cut", "limit", "loop", "min_wait", "name", "resumed", "ring")
+
+    def __init__(self, loop: Scheduler, name: str, capacity: int, min_wait: float) -> None:
+        self.loop = loop
+        self.name = name  # the loop lane's name, "loop N"
+        self.ring: list[Any] = []  # raw records, RECORD_SLOTS items each (module docstring)
+        self.cut = 0  # records cut from the front of the ring so far
+        self.capacity = capacity
+        self.limit = 2 * RECORD_SLOTS * capacity  # ring length that triggers a cut
+        # id(task) -> when it last resumed from a future. Ids, not tasks: a stale entry left by
+        # a collected task whose id is reused is older than the new task, so it can only make
+        # the new task's wait look shorter than this bound, never hide a long one.
+        self.resumed: dict[int, float] = {}
+        self.min_wait = min_wait
+
+    # -- phase 4 (hooks.py hands the batch over while we are the only per-handle listener) --
+
+    def run_ready(self, count: int) -> None:
+        """Run ``count`` ready handles like the scheduler does, recording each one.
+
+        Fast paths, in order: a tidal task's step or wake-up (a bound method of Task), any
+        other bound method, a plain function; everything else goes through ``note``.
+        """
+        # Locals for what every handle uses; a batch is often a single handle, so the rest
+        # stays global.
+        loop: Any = self.loop
+        popleft = loop._ready.popleft
+        ring = self.ring
+        append = ring.append
+        clock = perf_counter
+        method_type = _MethodType
+        task_functions = _TASK_FUNCTIONS
+        pending = _PENDING
+        try:
+            for _ in range(count):
+                handle = popleft()
+                if handle._cancelled:
+                    continue
+                callback = handle._callback
+                now = clock()
+                task: Any = None
+                if type(callback) is method_type:
+                    func = callback.__func__
+                    if func in task_functions:
+                        task = callback.__self__
+                        if func in _WAKEUP_FUNCTIONS:
+                            # Resumed from a future: walk the chain only if the wait was long.
+                            key = id(task)
+                            resumed = self.resumed
+                            if now - resumed.get(key, -1.0) >= self.min_wait:
+                                append(_Chain(_chain_key(task)))
+                            else:
+                                args = handle._args
+                                append(type(args[0]) if args else _NoFuture)
+                            resumed[key] = now
+                            append(key)
+                        else:
+                            append(func)
+                            append(id(task))
+                    else:
+                        append(func)
+                        append(type(handle))
+                    append(now)
+                elif type(callback) is _FunctionType:
+                    append(callback.__qualname__)
+                    append(type(handle))
+                    append(now)
+                else:
+                    task = self.note(handle, callback, now)
+                try:
+                    handle._context.run(callback, *handle._args)
+                except FATAL_EXCEPTIONS:
+                    raise
+                except BaseException as exc:
+                    loop._report_handle_error(handle, exc)
+                if task is not None and task._state != pending:  # (C Tasks: an equal str)
+                    self.task_done(task)  # once per task
+        finally:
+            append(None)
+            append(None)
+            append(clock())
+            if len(ring) >= self.limit:
+                self._cut()
+
+    def note(self, handle: Any, callback: Any, started: float) -> Any:
+        """``handle`` starts running at ``started``; return the task it steps, or None.
+
+        The general form of what ``run_ready`` does inline (the observed phase 4 calls it).
+        """
+        ring = self.ring
+        task = _task_of(callback)
+        if task is None:
+            if type(callback) is _MethodType:
+                ring.append(callback.__func__)
+            else:
+                label = getattr(callback, "__qualname__", None)
+                ring.append(label if isinstance(label, str) else callback_name(callback))
+            ring.append(type(handle))
+        elif _is_wakeup(callback):
+            key = id(task)
+            if started - self.resumed.get(key, -1.0) >= self.min_wait:
+                ring.append(_Chain(_chain_key(task)))
+            else:
+                args = handle._args
+                ring.append(type(args[0]) if args else _NoFuture)
+            self.resumed[key] = started
+            ring.append(key)
+        else:
+            ring.append(_STEP_MARK)
+            ring.append(id(task))
+        ring.append(started)
+        return task
+
+    def task_done(self, task: Any) -> None:
+        """The step just noted finished ``task``: (exit tag, id, name as the task holds it)."""
+        if task._state == _CANCELLED:
+            state = "cancelled"
+        elif getattr(task, "_exception", None) is not None:  # exception() marks retrieval
+            state = "failed"
+        else:
+            state = "finished"
+        name = task._name if type(task) is _Task else task.get_name()
+        self.ring.extend((_EXIT_TAGS[state], id(task), name))
+
+    def end_batch(self, ended: float) -> None:
+        """The batch that the last ``note`` belonged to ended at ``ended``."""
+        self.ring.extend((None, None, ended))
+        if len(self.ring) >= self.limit:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Drop the oldest records down to ``capacity``, cutting just after a batch's end (so
+        never inside a group of records)."""
+        ring = self.ring
+        end = len(ring)
+        at = max(0, end - self.capacity * RECORD_SLOTS)
+        while at < end and ring[at] is not None:
+            at += RECORD_SLOTS
+        if at < end:
+            del ring[: at + RECORD_SLOTS]
+            self.cut += (at + RECORD_SLOTS) // RECORD_SLOTS
+        if len(self.resumed) > 4 * self.capacity:
+            self.resumed.clear()  # ids only; forgetting them walks a few more chains
+
+    # -- hook observers ----------------------------------------------------------------------
+
+    def task_spawned(self, task: Any, parent: Any) -> None:
+        # Frames up from caller_code_line: this method, Hooks.emit_task_spawned,
+        # hooks._on_task_spawned, then Task.__init__ (the only caller of that emit); starting
+        # the walk for a frame outside tidal there saves materialising two frame objects.
+        self.add_task(task, parent, caller_code_line(4))
+
+    def add_task(self, task: Any, parent: Any, created_at: tuple[Any, int] | None) -> None:
+        """Start a lane for ``task`` (at its creation, or when recording starts).
+
+        Records: (SPAWN, id, at), (name, coroutine qualname, id(parent) or 0), (code, line,
+        None): no tuple is kept, so the ring gives the cyclic GC nothing to walk.
+        """
+        name = task._name if type(task) is _Task else task.get_name()
+        detail = getattr(task.get_coro(), "__qualname__", None) or ""
+        code, line = created_at if created_at is not None else (None, 0)
+        self.ring.extend(
+            (
+                _SPAWN_TAG,
+                id(task),
+                perf_counter(),
+                name,
+                detail,
+                id(parent) if parent is not None else 0,
+                code,
+                line,
+                None,
+            )
+        )
+
+    def after_io_wait(self, started: float, waited: float, events: int) -> None:
+        self.ring.extend((_IO_TAG, started, waited, events, None, None))
+
+
+class Recorder:
+    """Records a timeline of the loops it is attached to. Use ``record()`` rather than this.
+
+    Args:
+        capacity: records kept at most per loop (and executor jobs at most); older ones are
+            dropped first.
+        chain_min_wait: seconds; await chains are walked for waits that may be at least this
+            long (0 walks every one, the slowest and most detailed).
+
+    Raises:
+        ValueError: ``capacity`` is not positive, or ``chain_min_wait`` is negative.
+    """
+
+    def __init__(
+        self, capacity: int = DEFAULT_CAPACITY, chain_min_wait: float = DEFAULT_CHAIN_MIN_WAIT
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be a positive number of events, got {capacity}")
+        if not chain_min_wait >= 0:
+            raise ValueError(f"chain_min_wait must be >= 0 seconds, got {chain_min_wait!r}")
         self.capacity = capacity
-        self._events: deque[tuple[Any, ...]] | None = None
-        self._appended = 0
-        # One row per lane: [kind, name, detail, created_at, parent]; name may be a tidal
-        # task's raw _name (an int N for "Task-N"), created_at a (code, line) pair.
-        self._rows: list[list[Any]] = []
-        self._task_lanes: dict[int, int] = {}  # id(task) -> lane; set at spawn, popped at exit
-        self._loop_lanes: dict[int, int] = {}  # id(loop) -> lane
-        self._thread_lanes: dict[str, int] = {}  # worker thread name -> lane
-        self._chains: dict[tuple[Any, ...], int] = {}
-        self._lock = threading.Lock()  # lane creation from worker threads
-        self._loops: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+        self.chain_min_wait = float(chain_min_wait)
+        self._tracks: list[_LoopTrack] = []
+        self._attached: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+        self._jobs: list[tuple[str, float, float, str, bool]] = []  # from worker threads
+        self._jobs_cut = 0
+        self._lock = threading.Lock()  # _jobs (worker threads) and _tracks
         self.started = 0.0
         self.stopped: float | None = None
         self._wall_started = 0.0
@@ -115,143 +398,273 @@ class Recorder:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Allocate the buffer and note the start time."""
-        self._events = deque(maxlen=self.capacity)
+        """Note the start time (the rings are made per loop, at ``attach``)."""
         self.started = perf_counter()
         self._wall_started = time.time()
 
     def attach(self, loop: Scheduler) -> None:
-        """Observe ``loop`` (idempotent)."""
-        if loop in self._loops:
+        """Record ``loop`` from now on (idempotent)."""
+        if loop in self._attached:
             return
-        self._loops.add(loop)
-        self._loop_lane(loop)
-        hooks_for(loop).add_observer(self)
+        self._attached.add(loop)
+        with self._lock:
+            track = _LoopTrack(
+                loop, f"loop {len(self._tracks) + 1}", self.capacity, self.chain_min_wait
+            )
+            self._tracks.append(track)
+        hooks_for(loop).add_recorder(track, self._observers(track))
         running: Any = loop
         for task in asyncio.all_tasks(running):  # tasks that exist already get their lanes now
-            self._task_lane(task)
+            track.add_task(task, None, None)
 
     def stop(self) -> Recording:
-        """Detach from every loop and return the recording (the buffer moves into it)."""
-        for loop in list(self._loops):
-            hooks: Hooks | None = loop._hooks
+        """Detach from every loop and return the recording; every reference is released."""
+        with self._lock:
+            tracks, self._tracks = self._tracks, []
+            jobs, self._jobs = self._jobs, []
+        for track in tracks:
+            loop = track.loop
+            hooks = loop._hooks
             if hooks is not None:
-                hooks.remove_observer(self)
-            if not loop.is_closed():
-                running: Any = loop
-                for task in asyncio.all_tasks(running):  # final names of the live tasks
-                    lane = self._task_lanes.get(id(task))
-                    if lane is not None:
-                        self._rows[lane][1] = task.get_name()
-        self._loops = weakref.WeakSet()
+                hooks.remove_recorder(track, self._observers(track))
+        self._attached = weakref.WeakSet()
         self.stopped = perf_counter()
-        events = self._events if self._events is not None else deque()
-        self._events = None
-        chains: list[list[str]] = [[] for _ in self._chains]
-        for key, index in self._chains.items():
-            chains[index] = _describe_chain(key)
-        return Recording(
-            lanes=[_lane(index, row) for index, row in enumerate(self._rows)],
-            events=list(events),
-            chains=chains,
-            started=self.started,
-            stopped=self.stopped,
-            wall_started=self._wall_started,
-            dropped=max(0, self._appended - len(events)),
+        builder = _Builder(self.stopped)
+        for track in tracks:
+            if len(track.ring) > track.capacity * RECORD_SLOTS:
+                track._cut()
+            builder.add_track(track)
+            track.ring = []  # drop the handles and tasks now, not when the track goes
+            track.resumed = {}
+        builder.add_jobs(jobs[-self.capacity :])
+        dropped = self._jobs_cut + max(0, len(jobs) - self.capacity)
+        dropped += sum(track.cut for track in tracks)
+        return builder.recording(self.started, self.stopped, self._wall_started, dropped)
+
+    def _observers(self, track: _LoopTrack) -> tuple[tuple[str, Callable[..., Any]], ...]:
+        return (
+            ("task_spawned", track.task_spawned),
+            ("after_io_wait", track.after_io_wait),
+            ("executor_job_finished", self.executor_job_finished),
         )
 
-    # -- lanes -----------------------------------------------------------------------------
-
-    def _new_lane(self, row: list[Any]) -> int:
-        with self._lock:
-            self._rows.append(row)
-            return len(self._rows) - 1
-
-    def _loop_lane(self, loop: Any) -> int:
-        lane = self._loop_lanes.get(id(loop))
-        if lane is None:
-            name = f"loop {len(self._loop_lanes) + 1}"
-            lane = self._loop_lanes[id(loop)] = self._new_lane(["loop", name, repr(loop), None, -1])
-        return lane
-
-    def _task_lane(self, task: Any, parent: Any = None, created_at: Any = None) -> int:
-        """A new lane for ``task`` (at spawn, or when first seen), mapped from its id."""
-        parent_lane = self._task_lanes.get(id(parent), -1) if parent is not None else -1
-        coro = task.get_coro()
-        name = task._name if type(task) is _Task else task.get_name()
-        detail = getattr(coro, "__qualname__", None) or ""
-        lane = self._new_lane(["task", name, detail, created_at, parent_lane])
-        self._task_lanes[id(task)] = lane
-        return lane
-
-    def _append(self, event: tuple[Any, ...]) -> None:
-        events = self._events
-        if events is not None:
-            events.append(event)
-            self._appended += 1
-
-    # -- hook methods ----------------------------------------------------------------------
-
-    def task_spawned(self, task: Any, parent: Any) -> None:
-        # Always a new lane: the id of a task collected while pending may be reused.
-        lane = self._task_lane(task, parent, caller_code_line(2))
-        self._append((SPAWN, lane, perf_counter(), self._rows[lane][4]))
-
-    def after_task_step(self, task: Any, started: float, duration: float) -> None:
-        lane = self._task_lanes.get(id(task))
-        if lane is None:
-            lane = self._task_lane(task)
-        # Where it is parked now. A bare yield (sleep(0)) parks on nothing: it runs next turn,
-        # and skipping the walk there keeps tight switching loops cheap to record.
-        chain: int | None
-        if getattr(task, "_fut_waiter", None) is None:
-            chain = READY_CHAIN
-        else:
-            key = _chain_key(task)
-            chain = self._chains.get(key)
-            if chain is None:
-                chain = self._chains[key] = len(self._chains)
-        self._events.append((STEP, lane, started, duration, chain))  # type: ignore[union-attr]
-        self._appended += 1
-
-    def task_exited(self, task: Any) -> None:
-        lane = self._task_lanes.pop(id(task), None)
-        if lane is None:
-            lane = self._task_lane(task)
-            del self._task_lanes[id(task)]
-        self._rows[lane][1] = task.get_name()
-        if task.cancelled():
-            state = "cancelled"
-        elif getattr(task, "_exception", None) is not None:  # not exception(): it marks retrieval
-            state = "failed"
-        else:
-            state = "finished"
-        self._append((EXIT, lane, perf_counter(), state))
-
-    def callback_ran(self, handle: Any, started: float, duration: float) -> None:
-        lane = self._loop_lanes.get(id(handle._loop))
-        if lane is None:
-            lane = self._loop_lane(handle._loop)
-        callback = handle._callback
-        name = getattr(callback, "__qualname__", None) or callback_name(callback)
-        self._append((CALLBACK, lane, started, duration, name, type(handle) is TimerHandle))
-
-    def after_io_wait(self, started: float, waited: float, events: int) -> None:
-        # One recorder can watch several loops; the waiting one is the one on this thread.
-        loop = asyncio.events._get_running_loop()
-        lane = self._loop_lanes.get(id(loop)) if loop is not None else None
-        if lane is None:
-            lane = self._loop_lane(loop)
-        self._append((IO_WAIT, lane, started, waited, events))
+    # -- executor jobs (worker threads) ------------------------------------------------------
 
     def executor_job_finished(self, job: ExecutorJob) -> None:
-        thread = job.thread or "executor"
-        lane = self._thread_lanes.get(thread)
-        if lane is None:
-            lane = self._thread_lanes[thread] = self._new_lane(["thread", thread, "", None, -1])
         started = job.started if job.started is not None else job.submitted
         finished = job.finished if job.finished is not None else perf_counter()
-        self._append((JOB, lane, started, finished - started, job.label, job.error is not None))
+        entry = (
+            job.thread or "executor",
+            started,
+            finished - started,
+            job.label,
+            job.error is not None,
+        )
+        with self._lock:
+            self._jobs.append(entry)
+            if len(self._jobs) >= 2 * self.capacity:
+                extra = len(self._jobs) - self.capacity
+                del self._jobs[:extra]
+                self._jobs_cut += extra
+
+
+class _Builder:
+    """Turns raw records into lanes and events (``Recorder.stop``)."""
+
+    def __init__(self, stopped: float) -> None:
+        self.stopped = stopped
+        self.rows: list[list[Any]] = []  # [kind, name, detail, created_at, parent] per lane
+        self.events: list[tuple[Any, ...]] = []
+        self.chains: dict[tuple[Any, ...], int] = {}
+        self.thread_lane: dict[str, int] = {}
+
+    def _new_lane(self, row: list[Any]) -> int:
+        self.rows.append(row)
+        return len(self.rows) - 1
+
+    def _chain_id(self, key: tuple[Any, ...]) -> int:
+        index = self.chains.get(key)
+        if index is None:
+            index = self.chains[key] = len(self.chains)
+        return index
+
+    def add_track(self, track: _LoopTrack) -> None:
+        events = self.events
+        rows = self.rows
+        loop_lane = self._new_lane(["loop", track.name, repr(track.loop), None, -1])
+        lanes: dict[int, int] = {}  # id(task) -> its lane, from its spawn record (ids get reused)
+        last_step: dict[int, int] = {}  # task lane -> index in events of its newest STEP
+        spawned: dict[int, int] = {}  # task lane -> index of its SPAWN, until its first step
+        exits: dict[int, str] = {}  # task lane -> final state
+        open_index = -1  # the STEP or CALLBACK event whose end is the next record's time
+
+        def close(ended: float) -> None:
+            event = events[open_index]
+            events[open_index] = (*event[:3], ended - event[2], *event[4:])
+
+        ring = track.ring
+        index = 0
+        end = len(ring) - RECORD_SLOTS + 1
+        while index < end:
+            tag, what, at = ring[index], ring[index + 1], ring[index + 2]
+            kind = type(tag)
+            index += RECORD_SLOTS
+            if tag is None:  # the batch ended
+                if open_index >= 0:
+                    close(at)
+                    open_index = -1
+            elif kind is _Tag:
+                if tag is _SPAWN_TAG:
+                    name, detail, parent, code, line = ring[index : index + 5]
+                    index += 2 * RECORD_SLOTS
+                    created_at = (code, line) if code is not None else None
+                    parent_lane = lanes.get(parent, -1) if parent else -1
+                    row = ["task", name, detail, created_at, parent_lane]
+                    lane = lanes[what] = self._new_lane(row)
+                    spawned[lane] = len(events)
+                    events.append((SPAWN, lane, at, parent_lane))
+                elif tag is _IO_TAG:  # (IO, started, waited), (events, None, None)
+                    count = ring[index]
+                    index += RECORD_SLOTS
+                    events.append((IO_WAIT, loop_lane, what, at, count))
+                else:  # a task finished in the step recorded last
+                    lane = lanes.get(what, -1)
+                    if lane >= 0:
+                        exits[lane] = _EXIT_STATE[tag]
+                        rows[lane][1] = at
+            else:  # a handle started: it ends where the next one starts
+                if open_index >= 0:
+                    close(at)
+                task_step = tag is _STEP_MARK or kind is _Chain or isinstance(tag, type)
+                if not task_step:
+                    try:
+                        task_step = tag in _TASK_FUNCTIONS
+                    except TypeError:  # an unhashable label: not a task's
+                        task_step = False
+                if not task_step:
+                    label = tag if isinstance(tag, str) else callback_name(tag)
+                    is_timer = isinstance(what, type) and issubclass(what, asyncio.TimerHandle)
+                    open_index = len(events)
+                    events.append((CALLBACK, loop_lane, at, 0.0, label, is_timer))
+                    continue
+                lane = lanes.get(what, -1)
+                if lane < 0:  # a task that existed before recording and was not listed
+                    lane = lanes[what] = self._new_lane(["task", "a task", "", None, -1])
+                # What the task did between its previous step and this one.
+                if kind is _Chain:
+                    chain = self._chain_id(tuple(tag))
+                elif isinstance(tag, type):
+                    chain = self._chain_id((_UNSAMPLED, *_leaf_of_type(tag)))
+                elif tag in _WAKEUP_FUNCTIONS:
+                    chain = self._chain_id((_UNSAMPLED, "future", "a future"))
+                else:
+                    chain = READY_CHAIN
+                previous = last_step.get(lane)
+                if previous is not None:
+                    event = events[previous]
+                    events[previous] = (*event[:4], chain)
+                spawned.pop(lane, None)
+                last_step[lane] = open_index = len(events)
+                events.append((STEP, lane, at, 0.0, NO_CHAIN))
+        if open_index >= 0:
+            close(self.stopped)
+
+        # How each task stands at the end: finished, parked (where), or scheduled.
+        live: dict[int, Any] = {}
+        if not track.loop.is_closed():
+            running: Any = track.loop
+            live = {id(task): task for task in asyncio.all_tasks(running)}
+        for ident, lane in lanes.items():
+            last = last_step.get(lane)
+            state = exits.get(lane)
+            task = live.get(ident)
+            if state is not None:
+                if last is not None:
+                    _, _, started, duration, _ = events[last]
+                    at = started + duration
+                elif lane in spawned:  # finished in an eager first step
+                    at = events[spawned[lane]][2]
+                else:
+                    continue
+                events.append((EXIT, lane, at, state))
+            elif task is not None:
+                rows[lane][1] = task.get_name()  # its name now, as the program left it
+                if last is not None:
+                    if getattr(task, "_fut_waiter", None) is None:
+                        chain = READY_CHAIN
+                    else:
+                        chain = self._chain_id(_chain_key(task))
+                    event = events[last]
+                    events[last] = (*event[:4], chain)
+
+    def add_jobs(self, jobs: list[tuple[str, float, float, str, bool]]) -> None:
+        for thread, started, duration, label, failed in jobs:
+            lane = self.thread_lane.get(thread)
+            if lane is None:
+                lane = self.thread_lane[thread] = self._new_lane(["thread", thread, "", None, -1])
+            self.events.append((JOB, lane, started, duration, label, failed))
+
+    def recording(
+        self, started: float, stopped: float, wall_started: float, dropped: int
+    ) -> Recording:
+        chains: list[list[str]] = [[] for _ in self.chains]
+        for key, index in self.chains.items():
+            chains[index] = _describe_chain(key)
+        events = sorted(self.events, key=_event_time)  # stable: a lane's order is kept
+        return Recording(
+            lanes=[_lane(index, row) for index, row in enumerate(self.rows)],
+            events=events,
+            chains=chains,
+            started=started,
+            stopped=stopped,
+            wall_started=wall_started,
+            dropped=dropped,
+        )
+
+
+def _event_time(event: tuple[Any, ...]) -> float:
+    return float(event[2])
+
+
+def _task_of(callback: Any) -> Any:
+    """The task a handle's callback steps or wakes, or None (a plain callback)."""
+    if type(callback) is _MethodType:
+        owner = callback.__self__
+        if type(owner) is _Task:
+            return owner if callback.__func__ in (_Task._step, _Task._wakeup) else None
+    return task_of_callback(callback)
+
+
+def _is_wakeup(callback: Any) -> bool:
+    if type(callback) is _MethodType:
+        return callback.__func__ in _WAKEUP_FUNCTIONS
+    return getattr(callback, "__name__", None) == _C_WAKEUP_NAME
+
+
+class _NoFuture:
+    """Stands for the future of a wake-up handle that had no arguments (never expected)."""
+
+
+def _leaf_of_type(kind: type) -> tuple[Any, ...]:
+    """The end of a chain key for a future of type ``kind`` (short waits: type only)."""
+    if kind is _NoFuture:
+        return ("future", "a future")
+    if issubclass(kind, asyncio.Task):
+        return ("task", "(a task)")
+    if kind.__name__ == "_GatheringFuture":
+        return ("gather", "futures")
+    return ("future", kind.__qualname__)
+
+
+def _leaf_key(waited: Any) -> tuple[Any, ...]:
+    """The end of a chain key for the future ``waited`` (what a wake-up was called with)."""
+    if waited is None:
+        return ("future", "a future")
+    if isinstance(waited, asyncio.Task):
+        return ("task", waited.get_name())
+    if isinstance(getattr(waited, "_children", None), list):
+        return ("gather", len(waited._children))
+    return ("future", type(waited).__qualname__)
 
 
 def _lane(index: int, row: list[Any]) -> Lane:
@@ -267,8 +680,8 @@ def _lane(index: int, row: list[Any]) -> Lane:
 def _chain_key(task: Any) -> tuple[Any, ...]:
     """Where ``task`` is parked: (code, line) pairs down its await chain, then the leaf future.
 
-    Cheap on purpose (it runs after every step while recording): code objects and ints only;
-    ``_describe_chain`` turns a key into words once, at export.
+    Cheap on purpose (it runs while recording): code objects and ints only; ``_describe_chain``
+    turns a key into words once, at export.
     """
     key: list[Any] = []
     obj = task.get_coro()
@@ -291,15 +704,8 @@ def _chain_key(task: Any) -> tuple[Any, ...]:
     waiter = getattr(task, "_fut_waiter", None)
     if waiter is None:
         key.append("ready")
-    elif isinstance(waiter, asyncio.Task):
-        key.append("task")
-        key.append(waiter.get_name())
-    elif isinstance(getattr(waiter, "_children", None), list):
-        key.append("gather")
-        key.append(len(waiter._children))
     else:
-        key.append("future")
-        key.append(type(waiter).__qualname__)
+        key.extend(_leaf_key(waiter))
     return tuple(key)
 
 
@@ -307,6 +713,9 @@ def _describe_chain(key: tuple[Any, ...]) -> list[str]:
     """Turn a chain key into lines: "qualname file:line" per frame, then the leaf."""
     lines = []
     index = 0
+    if key and key[0] == _UNSAMPLED:
+        lines.append("(short wait: await chain not sampled)")
+        index = 1
     while index < len(key) and isinstance(key[index], types.CodeType):
         code, lineno = key[index], key[index + 1]
         name = getattr(code, "co_qualname", code.co_name)
@@ -526,6 +935,7 @@ def record(
     loop: asyncio.AbstractEventLoop | None = None,
     *,
     capacity: int = DEFAULT_CAPACITY,
+    chain_min_wait: float = DEFAULT_CHAIN_MIN_WAIT,
 ) -> Iterator[RecordingSession]:
     """Record a timeline of ``loop``, or of every tidal loop used inside the block.
 
@@ -539,13 +949,15 @@ def record(
 
     Args:
         loop: the tidal loop to record; None for the running loop, or all new loops.
-        capacity: events kept at most (a ring buffer: the oldest are dropped first).
+        capacity: records kept at most per loop (a ring buffer: the oldest are dropped first).
+        chain_min_wait: seconds; a wait that may be this long or longer gets its await chain
+            recorded (shorter ones show only what they waited on). 0 records every chain.
 
     Raises:
         TypeError: ``loop`` is not a tidal loop.
-        ValueError: ``capacity`` is not positive.
+        ValueError: ``capacity`` is not positive or ``chain_min_wait`` is negative.
     """
-    recorder = Recorder(capacity)
+    recorder = Recorder(capacity, chain_min_wait)
     session = RecordingSession(recorder)
     if loop is None:
         loop = asyncio.events._get_running_loop()
