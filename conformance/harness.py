@@ -200,8 +200,9 @@ def _base_events_cases(mod: ModuleType) -> None:
 
 
 def _events_cases(mod: ModuleType) -> None:
-    # The Unix classes of test_events attach a child watcher in setUp (for their subprocess
-    # tests), which needs add_signal_handler; this twin runs the loop tests on their own.
+    # The EPoll/Poll/Select classes of test_events run tidal's loop on the selector they name
+    # (TidalSelectorEventLoop), with the Unix and subprocess mixins; this twin runs the
+    # EventLoopTestsMixin tests on tidal.EventLoop as users get it, with its default poller.
     _twin(
         mod,
         "TidalEventLoopTests",

@@ -18,7 +18,8 @@ asyncio loops (the worker counts the loops each test builds: tidal was not in pl
 too is reported but does not fail the gate (the test is broken in this environment), and a
 tidal skip of a test that asyncio's loop passed does fail it (a skip must not hide a gap).
 ``--ci`` runs tidal only, leaves out the entries marked ``ci_run = false``, and prints one line
-(preceded by one line per gate failure).
+(preceded by one line per gate failure, and a ``NETWORK`` line for each test whose attempt to
+reach off this machine the worker refused; see worker.py).
 
 Watchdog: each worker arms faulthandler for every test (``--per-test-timeout``), so a hung test
 dumps all stacks and ends its process; this side also kills a silent worker after the same
@@ -55,7 +56,7 @@ EXCLUSIONS_FILE = HERE / "exclusions.toml"
 DOCS_FILE = ROOT / "docs" / "conformance.md"
 
 # The module set of issue 2, item 6, in the order the docs list them.
-DEFAULT_MODULES = (
+CORE_MODULES = (
     "test_futures",
     "test_futures2",
     "test_tasks",
@@ -73,7 +74,34 @@ DEFAULT_MODULES = (
     # Not in the issue's list, but eager tasks are tidal's own code and the module is fast;
     # it exists from Python 3.12 (on 3.11 its one record is a skip).
     "test_eager_task_factory",
+    # asyncio.staggered.staggered_race on tidal's tasks; the module exists from 3.13.
+    "test_staggered",
 )
+# The I/O modules of issue 3 (test_events and test_base_events, above, hold I/O tests too).
+IO_MODULES = (
+    "test_sock_lowlevel",
+    "test_streams",
+    "test_server",
+    "test_sendfile",
+    "test_ssl",
+    "test_sslproto",
+    "test_subprocess",
+    "test_unix_events",
+    "test_buffered_proto",
+    "test_protocols",
+    "test_transports",
+)
+DEFAULT_MODULES = CORE_MODULES + IO_MODULES
+# test_asyncio modules that are not run, and why (listed in the docs).
+MODULES_NOT_RUN = {
+    "test_selector_events": "unit tests of asyncio's own selector loop and transport classes "
+    "(BaseSelectorEventLoop built directly, _SelectorSocketTransport and "
+    "_SelectorDatagramTransport driven through their private methods on a mock loop); "
+    "nothing in them goes through a loop that could be tidal's",
+    "test_proactor_events": "asyncio's Windows proactor loop and its transports",
+    "test_windows_events": "Windows only",
+    "test_windows_utils": "Windows only",
+}
 PYTHONS = ("3.11", "3.12", "3.13")
 LOOPS = ("asyncio", "tidal")
 
@@ -90,13 +118,24 @@ MAX_RELAUNCHES = 25
 
 # -- exclusions -----------------------------------------------------------------------------------
 
+# The categories an exclusion may have, with the meaning the docs give them.
+CATEGORIES = {
+    "internals": "the test inspects or mocks asyncio's private machinery (private methods and "
+    "attributes, or the modules asyncio imports, patched inside asyncio), which a tidal loop "
+    "does not have or use",
+    "asyncio-classes": "the test exercises asyncio's own Future, Task, loop or transport "
+    "classes rather than the loop it runs on; where a tidal twin exists it runs the same "
+    "scenarios on tidal's classes",
+    "design": "tidal deliberately differs from asyncio here; the reason says why",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Exclusion:
     """One entry of exclusions.toml: tests tidal is not judged on, and why."""
 
     title: str  # a short heading for the docs
-    category: str  # "internals", "asyncio-classes" or "io" (see exclusions.toml)
+    category: str  # a key of CATEGORIES
     reason: str
     tests: tuple[str, ...]  # fnmatch patterns over ids like "test_tasks.Class.test_x"
     pythons: tuple[str, ...]  # empty: every Python
@@ -117,6 +156,13 @@ def load_exclusions(path: Path) -> list[Exclusion]:
         unknown = set(raw) - {"title", "category", "reason", "tests", "pythons", "run", "ci_run"}
         if unknown:
             raise SystemExit(f"{path}: unknown keys {sorted(unknown)} in entry {raw!r}")
+        if raw["category"] not in CATEGORIES:
+            raise SystemExit(
+                f"{path}: category {raw['category']!r} of {raw['title']!r} is not one of "
+                f"{sorted(CATEGORIES)}"
+            )
+        if not " ".join(raw["reason"].split()):
+            raise SystemExit(f"{path}: entry {raw['title']!r} has no reason")
         entries.append(
             Exclusion(
                 title=raw["title"],
@@ -257,7 +303,10 @@ def _run_worker(job: Job, skip_file: Path, deadline: float) -> tuple[bool, str |
                     if event == "start":
                         running = record["id"]
                     elif event == "end":
-                        test_id = record.pop("id")
+                        test_id = record.pop("id", None)
+                        if test_id is None:  # a worker bug: keep the line, do not crash
+                            job.log += f"[worker sent an end record without id: {line!r}]\n"
+                            continue
                         job.results[test_id] = record
                         if test_id == running:
                             running = None
@@ -539,8 +588,15 @@ def main(argv: list[str] | None = None) -> int:
                         args.module_timeout,
                     )
                 )
-    # Longest first, so that test_tasks does not start last and stretch the wall time.
-    weight = {"test_tasks": 0, "test_taskgroups": 1, "test_events": 2}
+    # Longest first, so that a long module does not start last and stretch the wall time.
+    weight = {
+        "test_subprocess": 0,
+        "test_tasks": 1,
+        "test_events": 2,
+        "test_ssl": 3,
+        "test_taskgroups": 4,
+        "test_sslproto": 5,
+    }
     jobs.sort(key=lambda j: weight.get(j.module, 9))
 
     started = time.monotonic()
@@ -628,6 +684,13 @@ def print_summary(
                 f"{job.python:6} {job.module:18} {job.loop:7} {fmt_counts(tally):>22} "
                 f"{job.seconds:6.1f}"
             )
+    for job in sorted(done, key=lambda j: (j.python, j.module, j.loop)):
+        for test_id, record in sorted(job.results.items()):
+            if record.get("blocked"):  # worker.confine_network refused these
+                print(
+                    f"NETWORK [{job.python}] {job.loop} {test_id}: refused "
+                    f"{', '.join(record['blocked'][:3])}"
+                )
     for verdict in failures:  # printed under --ci too: they are what a red CI run needs
         why = "ran on asyncio's loop" if verdict.ran_on == "asyncio" else verdict.outcome
         print(f"GATE FAIL [{verdict.python}] {verdict.test_id}: {why}")
@@ -676,6 +739,13 @@ def write_docs(
     )
     add("")
     add(
+        f"Modules: the core set ({', '.join(CORE_MODULES)}) and the I/O set "
+        f"({', '.join(IO_MODULES)}); test_events and test_base_events hold I/O tests too "
+        "(sockets, servers, TLS, datagrams, pipes, ptys, subprocesses, signals). All of them "
+        "are in the CI gate (`--ci`)."
+    )
+    add("")
+    add(
         f"Generated {report['generated']}; wall time for the whole matrix "
         f"{report['wall_seconds']:.0f} s with {args.jobs} workers."
     )
@@ -702,17 +772,34 @@ def write_docs(
     )
     add("")
     add(
+        "**Network**: the tests may reach only this machine. The worker "
+        "(`confine_network()` in `conformance/worker.py`) makes real sockets refuse to connect "
+        "or send to anything but loopback, unspecified and Unix-domain addresses, and "
+        "getaddrinfo refuse host names other than localhost; the runner prints a `NETWORK` "
+        "line for every test it refused. Some CPython tests name outside addresses that only "
+        "their mocks of asyncio's modules were meant to see; those mocks are not in tidal's "
+        "path, so such tests are excluded and not run (see *A mocked `socket` module inside "
+        "asyncio, that would reach out for real on tidal*)."
+    )
+    add("")
+    add(
         "Tidal twins (`conformance/harness.py`): `TidalFutureTests`, "
         "`TidalFutureDoneCallbackTests`, `TidalFutureInheritanceTests` (test_futures, "
         "`tidal.Future`); `TidalFutureTests` (test_futures2, `tidal.Task`); "
         "`TidalTask_TidalFuture_Tests`, `TidalTask_TidalFuture_SubclassTests`, "
         "`TidalTask_CFuture_Tests`, `TidalCurrentLoopTests` (test_tasks); "
         "`TidalBaseEventLoopTests` (test_base_events, on `tidal.EventLoop`); "
-        "`TidalEventLoopTests` (test_events, on `tidal.EventLoop` with its default poller); "
+        "`TidalEventLoopTests` (test_events, on `tidal.EventLoop` with its default poller, "
+        "while the EPoll/Poll/Select classes run tidal's loop on the selector they name); "
         "`TidalEagerTaskFactoryLoopTests`, `TidalNonEagerTests`, `TidalEagerTests` "
         "(test_eager_task_factory, `tidal.Task`; this module is not in the issue's list but is "
         "run because eager tasks are tidal's own code)."
     )
+    add("")
+    add("Modules of test_asyncio that are not run:")
+    add("")
+    for module, why in MODULES_NOT_RUN.items():
+        add(f"- {module}: {why}.")
     add("")
     for python in args.pythons:
         add(f"## Python {python}")
@@ -722,6 +809,12 @@ def write_docs(
             "| tidal excluded (ran) | excluded, not run | secs asyncio / tidal |"
         )
         add("|---|---|---|---|---|---|---|---|")
+        totals: dict[str, Counter[str]] = {
+            "asyncio": Counter(),
+            "gated": Counter(),
+            "excluded": Counter(),
+            "other": Counter(),
+        }
         for module in args.modules:
             verdicts = all_verdicts.get((python, module), [])
             oracle = runs.get((python, "asyncio", module))
@@ -746,6 +839,24 @@ def write_docs(
                 f"| {fmt_counts(gated)} | {gate_failures} | {on_tidal} / {no_loop} "
                 f"| {fmt_counts(excluded_ran)} | {not_run} | {secs} |"
             )
+            totals["asyncio"].update(oracle_tally or Counter())
+            totals["gated"].update(gated)
+            totals["excluded"].update(excluded_ran)
+            totals["other"].update(
+                failures=gate_failures,
+                on_tidal=on_tidal,
+                no_loop=no_loop,
+                not_run=not_run,
+                secs_asyncio=round((oracle["seconds"] if oracle else 0) * 10),
+                secs_tidal=round((tidal_run["seconds"] if tidal_run else 0) * 10),
+            )
+        other = totals["other"]
+        add(
+            f"| **total** | {fmt_counts(totals['asyncio'])} | {fmt_counts(totals['gated'])} "
+            f"| {other['failures']} | {other['on_tidal']} / {other['no_loop']} "
+            f"| {fmt_counts(totals['excluded'])} | {other['not_run']} "
+            f"| {other['secs_asyncio'] / 10:.1f} / {other['secs_tidal'] / 10:.1f} |"
+        )
         add("")
         # The excluded tests by category and module, so the I/O ones can be tracked over time.
         by_category: dict[tuple[str, str], list[Verdict]] = {}
@@ -758,7 +869,7 @@ def write_docs(
         if by_category:
             add(
                 "Excluded tests on tidal, by category and module (pass/fail/error/skip of those "
-                "that ran; the *io* rows track the I/O work):"
+                "that ran):"
             )
             add("")
             add("| category | module | tests | ran: pass/fail/error/skip | not run |")
@@ -782,13 +893,14 @@ def write_docs(
     add("")
     add(
         "Every entry of `conformance/exclusions.toml`, with the number of tidal tests it "
-        "covered per Python. Categories: *internals* (the test inspects or mocks asyncio's "
-        "private machinery), *asyncio-classes* (the test exercises asyncio's own C/Python "
-        "Future, Task or loop classes; a tidal twin runs the same scenarios), *io* (needs "
-        "transports, sockets, pipes, subprocesses or signals, which belong to a later issue). "
-        "Entries marked *not run under --ci* run in full runs (like this page's) but are left "
-        "out of the CI gate to keep it fast."
+        "covered per Python. Entries marked *not run* are never run on tidal (they would "
+        "hang, or do something a conformance run must not); entries marked *not run under "
+        "--ci* run in full runs (like this page's) but are left out of the CI gate to keep it "
+        "fast. Categories:"
     )
+    add("")
+    for category, meaning in CATEGORIES.items():
+        add(f"- *{category}*: {meaning}.")
     add("")
     for entry in exclusions:
         matched = {

@@ -18,6 +18,16 @@ Protocol (one JSON object per line on the results descriptor):
 A class or module fixture that fails (setUpClass, tearDownModule) gets an "end" record of its
 own, under unittest's id for it ("setUpClass (test_x.Class)").
 
+Network confinement: a test may only reach this machine. ``confine_network()`` makes
+``socket.socket.connect``, ``connect_ex`` and ``sendto`` refuse any address that is not a
+loopback, unspecified (0.0.0.0, ::) or Unix-domain address, with ``OSError(ENETUNREACH)`` as on
+a machine without a route, and ``socket.getaddrinfo`` refuse any host name but "localhost"
+(numeric addresses resolve as usual), with ``socket.gaierror(EAI_NONAME)``; each refusal is
+recorded in the test's "end" record (``"blocked": [...]``). Some CPython tests name outside
+addresses that only their mocks were meant to see; on tidal those mocks are not in the path
+(see exclusions.toml), and this guard keeps such a test from ever reaching the network,
+whatever the exclusion list says.
+
 In-process watchdog: before each test, ``faulthandler.dump_traceback_later(limit, exit=True)``
 is armed; a test that runs past the limit gets every thread's stack dumped to stderr and the
 process exits. run.py sees a "start" without its "end", records the test as a hang, and starts
@@ -27,11 +37,14 @@ a new worker for the tests that had not run yet.
 from __future__ import annotations
 
 import argparse
+import errno
 import faulthandler
 import fnmatch
 import importlib
+import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -44,6 +57,83 @@ from typing import Any, TextIO
 PACKAGE_PREFIX = "test.test_asyncio."
 # Characters of traceback kept per failing test; enough for the assertion and a few frames.
 DETAIL_CHARS = 1500
+
+
+# Addresses a test tried to reach off this machine since the last stopTest (see the module doc).
+BLOCKED: list[str] = []
+
+
+def _is_local(family: int, address: Any) -> bool:
+    """True for an address on this machine: Unix-domain, loopback, unspecified or localhost."""
+    if family == getattr(socket, "AF_UNIX", None):
+        return True
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    if not isinstance(address, tuple) or not address:
+        return False
+    host = address[0]
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    if host in ("", "localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # another host name: it would need the resolver, and is not local
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
+
+
+def confine_network() -> None:
+    """Make real sockets refuse to reach any address off this machine (see the module doc)."""
+    klass: Any = socket.socket
+
+    def check(sock: socket.socket, address: Any, what: str) -> None:
+        if not _is_local(sock.family, address):
+            BLOCKED.append(f"{what} {address!r}")
+            raise OSError(
+                errno.ENETUNREACH,
+                f"conformance worker: {what} to {address!r} refused (loopback only)",
+            )
+
+    original_connect = klass.connect
+    original_connect_ex = klass.connect_ex
+    original_sendto = klass.sendto
+
+    def connect(self: socket.socket, address: Any) -> None:
+        check(self, address, "connect")
+        original_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        check(self, address, "connect_ex")
+        return int(original_connect_ex(self, address))
+
+    def sendto(self: socket.socket, data: Any, *args: Any) -> int:
+        check(self, args[-1] if args else None, "sendto")
+        return int(original_sendto(self, data, *args))
+
+    original_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+        if isinstance(name, str) and name not in ("", "localhost"):
+            try:
+                ipaddress.ip_address(name.split("%", 1)[0])
+            except ValueError:
+                BLOCKED.append(f"getaddrinfo {host!r}")
+                raise socket.gaierror(
+                    socket.EAI_NONAME,
+                    f"conformance worker: looking up {host!r} refused (no name service)",
+                ) from None
+        return original_getaddrinfo(host, *args, **kwargs)
+
+    klass.connect = connect
+    klass.connect_ex = connect_ex
+    klass.sendto = sendto
+    socket.getaddrinfo = getaddrinfo
 
 
 def _short_id(test: unittest.TestCase) -> str:
@@ -90,10 +180,18 @@ class StreamingResult(unittest.TestResult):
     def stopTest(self, test: unittest.TestCase) -> None:
         faulthandler.cancel_dump_traceback_later()
         super().stopTest(test)
+        if self._outcome.get("id") != _short_id(test):
+            # Python 3.12 calls stopTest, but not startTest, for a test of a skipped class;
+            # addSkip has already reported it.
+            return
         record = {"event": "end", **self._outcome}
+        self._outcome = {}
         record["seconds"] = round(time.perf_counter() - self._started, 4)
         if self._census is not None:
             record["loops"] = self._census.take()
+        if BLOCKED:
+            record["blocked"] = BLOCKED[:]
+            BLOCKED.clear()
         self._emit(record)
 
     def _set(self, outcome: str, detail: str) -> None:
@@ -184,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The tests expect the warnings configuration of CPython's own test runner.
     warnings.simplefilter("default")
+    confine_network()
     if args.loop == "tidal":
         import harness
 
