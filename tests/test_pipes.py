@@ -7,7 +7,6 @@ cover places where tidal deliberately differs (named in each test's docstring).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import leakcheck
 import tidal
 
 TIMEOUT = 10.0  # seconds; bound on every test's coroutine
@@ -26,37 +26,10 @@ TIMEOUT = 10.0  # seconds; bound on every test's coroutine
 # -- leak check: open descriptors and child processes, per module -----------------------------
 
 
-def _open_fds() -> set[int]:
-    dir_fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return {int(name) for name in os.listdir(dir_fd)} - {dir_fd}
-    finally:
-        os.close(dir_fd)
-
-
-def _child_pids() -> set[int]:
-    me, found = str(os.getpid()), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me:
-                found.add(int(entry))
-    return found
-
-
 @pytest.fixture(scope="module", autouse=True)
 def no_leaks() -> Iterator[None]:
-    gc.collect()
-    fds, children = _open_fds(), _child_pids()
-    yield
-    gc.collect()
-    leaked = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds() - fds}
-    assert not leaked, f"descriptors leaked by this module: {leaked}"
-    assert _child_pids() <= children, "child processes left behind by this module"
+    with leakcheck.no_leaks():
+        yield
 
 
 # -- helpers ------------------------------------------------------------------------------------

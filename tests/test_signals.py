@@ -5,7 +5,6 @@ loop and tidal's. Tidal-only tests (named so) cover where tidal restores more th
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 import socket
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import leakcheck
 import tidal
 
 TIMEOUT = 10.0  # seconds; bound on every wait in this module
@@ -28,28 +28,6 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals a
 # -- leak check: open descriptors and child processes, per module -----------------------------
 
 
-def _open_fds() -> set[int]:
-    dir_fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return {int(name) for name in os.listdir(dir_fd)} - {dir_fd}
-    finally:
-        os.close(dir_fd)
-
-
-def _child_pids() -> set[int]:
-    me, found = str(os.getpid()), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me:
-                found.add(int(entry))
-    return found
-
-
 def _current_wakeup_fd() -> int:
     fd = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(fd)
@@ -58,15 +36,10 @@ def _current_wakeup_fd() -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def no_leaks() -> Iterator[None]:
-    gc.collect()
-    fds, children = _open_fds(), _child_pids()
     wakeup = _current_wakeup_fd()
     dispositions = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
-    yield
-    gc.collect()
-    leaked = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds() - fds}
-    assert not leaked, f"descriptors leaked by this module: {leaked}"
-    assert _child_pids() <= children, "child processes left behind by this module"
+    with leakcheck.no_leaks():
+        yield
     assert _current_wakeup_fd() == wakeup, "the signal wake-up fd was not restored"
     for sig, handler in dispositions.items():
         assert signal.getsignal(sig) == handler, f"{sig!r} disposition was not restored"
@@ -268,16 +241,16 @@ def test_tidal_restores_what_was_there_before() -> None:
 
 def test_tidal_opens_nothing_until_the_first_handler() -> None:
     """The signal socket pair exists only once a handler is added, and close() releases it."""
-    baseline = _open_fds()
+    baseline = leakcheck.open_fds()
     loop = tidal.new_event_loop()
     try:
-        with_loop = _open_fds()
+        with_loop = leakcheck.open_fds()
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)
-        assert len(_open_fds()) == len(with_loop) + 2
+        assert len(leakcheck.open_fds()) == len(with_loop) + 2
         assert loop.remove_signal_handler(signal.SIGUSR1)
     finally:
         loop.close()
-    assert _open_fds() == baseline
+    assert leakcheck.open_fds() == baseline
 
 
 def test_tidal_rejects_a_non_callable_at_once() -> None:

@@ -8,7 +8,6 @@ deliberately does better than asyncio.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import leakcheck
 import tidal
 import tidal.subprocess as tidal_subprocess
 
@@ -36,46 +36,18 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses /proc to c
 # -- leak check: open descriptors and child processes, per module -----------------------------
 
 
-def _open_fds() -> set[int]:
-    dir_fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return {int(name) for name in os.listdir(dir_fd)} - {dir_fd}
-    finally:
-        os.close(dir_fd)
-
-
-def _child_pids() -> set[int]:
-    """Children of this process, zombies included (a zombie keeps its parent until reaped)."""
-    me, found = str(os.getpid()), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me:
-                found.add(int(entry))
-    return found
-
-
 @pytest.fixture(scope="module", autouse=True)
 def no_leaks() -> Iterator[None]:
-    gc.collect()
-    fds, children = _open_fds(), _child_pids()
-    yield
-    gc.collect()
-    leaked = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds() - fds}
-    assert not leaked, f"descriptors leaked by this module: {leaked}"
-    assert _child_pids() <= children, "child processes left behind by this module"
+    with leakcheck.no_leaks():
+        yield
 
 
 @pytest.fixture
 def no_new_children() -> Iterator[None]:
     """Fail a test that returns with a child of its own still alive or a zombie."""
-    before = _child_pids()
+    before = leakcheck.child_pids()
     yield
-    assert _child_pids() <= before, "the test left a child process behind"
+    assert leakcheck.child_pids() <= before, "the test left a child process behind"
 
 
 class Recorder(asyncio.SubprocessProtocol):
@@ -357,7 +329,7 @@ def _run_on_tidal(coro_fn: Any) -> Any:
 
 def _fd_targets() -> list[str]:
     targets = []
-    for fd in _open_fds():
+    for fd in leakcheck.open_fds():
         try:
             targets.append(os.readlink(f"/proc/self/fd/{fd}"))
         except FileNotFoundError:
@@ -436,7 +408,7 @@ def test_tidal_reaps_children_after_the_loop_closed(
     try:
         transport = _run_on_tidal(start)  # the loop is closed when this returns
         popen = transport.get_extra_info("subprocess")
-        assert popen.pid in _child_pids()
+        assert popen.pid in leakcheck.child_pids()
         os.write(wfd, b"x")  # now the child exits, with nobody's loop running
         deadline = time.monotonic() + TIMEOUT
         while popen.returncode is None and time.monotonic() < deadline:

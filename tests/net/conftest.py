@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
+import leakcheck
+
 # Seconds any one test's coroutine may run before it is cancelled and the test fails.
 TEST_TIMEOUT = 10.0
-
-
-def open_fds() -> set[int]:
-    """The descriptors this process has open right now."""
-    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
 @pytest.fixture(autouse=True, scope="module")
 def no_fd_leaks() -> Iterator[None]:
     """Fail the module if it ends with more open descriptors than it started with."""
-    gc.collect()
-    before = open_fds()
-    yield
-    gc.collect()
-    leaked = open_fds() - before
-    details = {fd: _describe(fd) for fd in leaked}
-    assert not leaked, f"descriptors leaked by this module: {details}"
-
-
-def _describe(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "?"
+    with leakcheck.no_fd_leaks():
+        yield
 
 
 @pytest.fixture

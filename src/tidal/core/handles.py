@@ -83,6 +83,7 @@ class TimerHandle(Handle, asyncio.TimerHandle):
         context: contextvars.Context,
         stack_depth: int = 1,
     ) -> None:
+        # Handle.__init__ inlined: calling it costs ~4% on timer-heavy benchmarks.
         self._callback = callback
         self._args = args
         self._loop = loop
