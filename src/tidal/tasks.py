@@ -175,7 +175,9 @@ class Task(FutureMixin, asyncio.Task[Any]):
         self._context = context = _copy_context() if context is None else context
         if _observe_spawn is not None:
             _observe_spawn(self)
-        if eager_start and loop.is_running():
+        if eager_start and (
+            loop._thread_id is not None if ready is not None else loop.is_running()
+        ):
             self._step_handle = None
             self._eager_start()
             return
