@@ -40,6 +40,7 @@ import os
 import socket
 import weakref
 from collections.abc import Callable, Generator
+from operator import methodcaller as _methodcaller
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.errors import FATAL_EXCEPTIONS
@@ -231,27 +232,38 @@ def _recv_copied(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
     return view[: sock.recv_into(view)].tobytes()
 
 
-async def sock_recv(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
+def _recv(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
+    if nbytes > RECV_COPY_THRESHOLD:
+        return _recv_copied(loop, sock, nbytes)
+    return sock.recv(nbytes)
+
+
+async def _attempt(
+    loop: EventLoop, sock: socket.socket, event: int, op: Callable[[Any], Any]
+) -> Any:
+    """Run the one-shot socket call ``op(sock)`` now, or once ``sock`` is ready for ``event``.
+
+    The shape of every sock_* operation that completes in a single system call: try it first
+    (no registration when data or buffer space is already there), else wait for readiness and
+    retry in ``_retry_ready``; its result (or exception) is the operation's. ``op`` looks the
+    socket method up on each try (``operator.methodcaller``), as asyncio's retries do, so a
+    wrapped or patched socket behaves the same on both loops.
+    """
     _check_socket(loop, sock)
     try:
-        if nbytes > RECV_COPY_THRESHOLD:
-            return _recv_copied(loop, sock, nbytes)
-        return sock.recv(nbytes)
+        return op(sock)
     except _WOULD_BLOCK:
         pass
-    waiter = _waiter(loop, sock, EVENT_READ)
-    waiter._arm(_recv_ready, sock, nbytes)
-    return await waiter  # type: ignore[no-any-return]
+    waiter = _waiter(loop, sock, event)
+    waiter._arm(_retry_ready, sock, op)
+    return await waiter
 
 
-def _recv_ready(waiter: _IOWaiter, sock: socket.socket, nbytes: int) -> None:
+def _retry_ready(waiter: _IOWaiter, sock: socket.socket, op: Callable[[Any], Any]) -> None:
     if waiter.fut._state is not PENDING:
         return
     try:
-        if nbytes > RECV_COPY_THRESHOLD:
-            data = _recv_copied(waiter._loop, sock, nbytes)
-        else:
-            data = sock.recv(nbytes)
+        result = op(sock)
     except _WOULD_BLOCK:
         return  # spurious wake-up: stay registered
     except FATAL_EXCEPTIONS:
@@ -259,89 +271,27 @@ def _recv_ready(waiter: _IOWaiter, sock: socket.socket, nbytes: int) -> None:
     except BaseException as exc:
         waiter._fail(exc)
     else:
-        waiter._finish(data)
+        waiter._finish(result)
+
+
+async def sock_recv(loop: EventLoop, sock: socket.socket, nbytes: int) -> bytes:
+    return await _attempt(loop, sock, EVENT_READ, lambda s: _recv(loop, s, nbytes))  # type: ignore[no-any-return]
 
 
 async def sock_recv_into(loop: EventLoop, sock: socket.socket, buf: Any) -> int:
-    _check_socket(loop, sock)
-    try:
-        return sock.recv_into(buf)
-    except _WOULD_BLOCK:
-        pass
-    waiter = _waiter(loop, sock, EVENT_READ)
-    waiter._arm(_recv_into_ready, sock, buf)
-    return await waiter  # type: ignore[no-any-return]
-
-
-def _recv_into_ready(waiter: _IOWaiter, sock: socket.socket, buf: Any) -> None:
-    if waiter.fut._state is not PENDING:
-        return
-    try:
-        nbytes = sock.recv_into(buf)
-    except _WOULD_BLOCK:
-        return
-    except FATAL_EXCEPTIONS:
-        raise
-    except BaseException as exc:
-        waiter._fail(exc)
-    else:
-        waiter._finish(nbytes)
+    return await _attempt(loop, sock, EVENT_READ, _methodcaller("recv_into", buf))  # type: ignore[no-any-return]
 
 
 async def sock_recvfrom(loop: EventLoop, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
-    _check_socket(loop, sock)
-    try:
-        return sock.recvfrom(bufsize)
-    except _WOULD_BLOCK:
-        pass
-    waiter = _waiter(loop, sock, EVENT_READ)
-    waiter._arm(_recvfrom_ready, sock, bufsize)
-    return await waiter  # type: ignore[no-any-return]
-
-
-def _recvfrom_ready(waiter: _IOWaiter, sock: socket.socket, bufsize: int) -> None:
-    if waiter.fut._state is not PENDING:
-        return
-    try:
-        result = sock.recvfrom(bufsize)
-    except _WOULD_BLOCK:
-        return
-    except FATAL_EXCEPTIONS:
-        raise
-    except BaseException as exc:
-        waiter._fail(exc)
-    else:
-        waiter._finish(result)
+    return await _attempt(loop, sock, EVENT_READ, _methodcaller("recvfrom", bufsize))  # type: ignore[no-any-return]
 
 
 async def sock_recvfrom_into(
     loop: EventLoop, sock: socket.socket, buf: Any, nbytes: int = 0
 ) -> tuple[int, Any]:
-    _check_socket(loop, sock)
-    if not nbytes:
-        nbytes = len(buf)
-    try:
-        return sock.recvfrom_into(buf, nbytes)
-    except _WOULD_BLOCK:
-        pass
-    waiter = _waiter(loop, sock, EVENT_READ)
-    waiter._arm(_recvfrom_into_ready, sock, buf, nbytes)
-    return await waiter  # type: ignore[no-any-return]
-
-
-def _recvfrom_into_ready(waiter: _IOWaiter, sock: socket.socket, buf: Any, nbytes: int) -> None:
-    if waiter.fut._state is not PENDING:
-        return
-    try:
-        result = sock.recvfrom_into(buf, nbytes)
-    except _WOULD_BLOCK:
-        return
-    except FATAL_EXCEPTIONS:
-        raise
-    except BaseException as exc:
-        waiter._fail(exc)
-    else:
-        waiter._finish(result)
+    return await _attempt(  # type: ignore[no-any-return]
+        loop, sock, EVENT_READ, _methodcaller("recvfrom_into", buf, nbytes or len(buf))
+    )
 
 
 # -- sending ---------------------------------------------------------------------------------
@@ -383,29 +333,7 @@ def _sendall_ready(
 
 
 async def sock_sendto(loop: EventLoop, sock: socket.socket, data: Any, address: Any) -> int:
-    _check_socket(loop, sock)
-    try:
-        return sock.sendto(data, address)
-    except _WOULD_BLOCK:
-        pass
-    waiter = _waiter(loop, sock, EVENT_WRITE)
-    waiter._arm(_sendto_ready, sock, data, address)
-    return await waiter  # type: ignore[no-any-return]
-
-
-def _sendto_ready(waiter: _IOWaiter, sock: socket.socket, data: Any, address: Any) -> None:
-    if waiter.fut._state is not PENDING:
-        return
-    try:
-        sent = sock.sendto(data, address)
-    except _WOULD_BLOCK:
-        return
-    except FATAL_EXCEPTIONS:
-        raise
-    except BaseException as exc:
-        waiter._fail(exc)
-    else:
-        waiter._finish(sent)
+    return await _attempt(loop, sock, EVENT_WRITE, _methodcaller("sendto", data, address))  # type: ignore[no-any-return]
 
 
 # -- connecting and accepting -------------------------------------------------------------------
