@@ -35,11 +35,11 @@ import warnings
 from asyncio.trsock import TransportSocket
 from typing import TYPE_CHECKING, Any, Final
 
-from ..core.errors import FATAL_EXCEPTIONS
 from ..core.handles import Handle
 from ..io.poller import EVENT_READ, EVENT_WRITE
 from ..net import sockops
 from ..net.sockops import watch
+from .flow import DEFAULT_HIGH_WATER, WriteFlowControl
 
 if TYPE_CHECKING:
     from ..loop import EventLoop
@@ -50,8 +50,6 @@ logger: Final = logging.getLogger("asyncio")
 # (asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES).
 LOG_THRESHOLD_FOR_CONNLOST_WRITES: Final = 5
 
-# Bytes; the default write-buffer high-water mark (low is a quarter of it), as in asyncio.
-DEFAULT_HIGH_WATER: Final = 64 * 1024
 
 # Bytes asked for per recv, as asyncio's max_size. Stream transports read into the loop's
 # reusable buffer (net/sockops.py ``receive_buffer``): a fresh 256 KiB allocation per read makes
@@ -78,7 +76,7 @@ def set_result_unless_cancelled(fut: asyncio.Future[Any], result: Any) -> None:
         fut.set_result(result)
 
 
-class SocketTransportBase(asyncio.BaseTransport):
+class SocketTransportBase(WriteFlowControl, asyncio.BaseTransport):
     """A protocol driven by a non-blocking socket on a tidal loop (abstract: no reading)."""
 
     __slots__ = (
@@ -308,69 +306,7 @@ class SocketTransportBase(asyncio.BaseTransport):
                 self._server = None
                 server._detach(self)
 
-    # -- write flow control --------------------------------------------------------------------
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes queued in the transport, not yet handed to the kernel."""
-        return self._buffer_size
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        """Return ``(low, high)`` water marks in bytes."""
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the flow-control water marks (asyncio's defaults: 64 KiB and a quarter of it).
-
-        Raises:
-            ValueError: unless ``high >= low >= 0``.
-        """
-        self._set_write_buffer_limits(high, low)
-        self._maybe_pause_protocol()
-
-    def _set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water = high
-        self._low_water = low
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._buffer_size <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except FATAL_EXCEPTIONS:
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": "protocol.pause_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {
-                        "message": "protocol.resume_writing() failed",
-                        "exception": exc,
-                        "transport": self,
-                        "protocol": self._protocol,
-                    }
-                )
+    # -- write flow control: transports/flow.py -------------------------------------------------
 
     def _log_write_after_loss(self) -> None:
         if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:

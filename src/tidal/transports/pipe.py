@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..core.errors import FATAL_EXCEPTIONS
+from .flow import DEFAULT_HIGH_WATER, WriteFlowControl
 
 if TYPE_CHECKING:
     from ..loop import EventLoop
@@ -61,8 +62,6 @@ logger: Final = logging.getLogger("asyncio")
 # busy pipe cannot hold the loop for long.
 MAX_READ_SIZE: Final = 256 * 1024
 
-# Bytes; default high-water mark of the write buffer (asyncio's default). Low is high // 4.
-DEFAULT_HIGH_WATER: Final = 64 * 1024
 
 # Writes attempted after the pipe was lost; from this many on, each is logged as a warning
 # (asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES).
@@ -330,7 +329,7 @@ class ReadPipeTransport(asyncio.ReadTransport):
             self._protocol = None
 
 
-class WritePipeTransport(asyncio.WriteTransport):
+class WritePipeTransport(WriteFlowControl, asyncio.WriteTransport):
     """The write end of a pipe, FIFO, character device or socket, with flow control.
 
     ``write()`` tries the descriptor at once and buffers only what it would not take; the
@@ -529,65 +528,11 @@ class WritePipeTransport(asyncio.WriteTransport):
         """Close at once, dropping buffered data; ``connection_lost(None)`` follows."""
         self._close(None)
 
-    # -- flow control ----------------------------------------------------------------------
+    # -- flow control (the water marks and pause/resume calls are transports/flow.py's) -----
 
-    def get_write_buffer_size(self) -> int:
+    @property
+    def _buffer_size(self) -> int:  # type: ignore[override]  # read-only here: len(_buffer)
         return len(self._buffer)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the water marks; ``high`` defaults to 64 KiB (or 4 * low), ``low`` to high // 4.
-
-        Raises:
-            ValueError: the marks are not ``high >= low >= 0``.
-        """
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water = high
-        self._low_water = low
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if len(self._buffer) <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except FATAL_EXCEPTIONS:
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": "protocol.pause_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    def _maybe_resume_protocol(self) -> None:
-        if not self._protocol_paused or len(self._buffer) > self._low_water:
-            return
-        self._protocol_paused = False
-        try:
-            self._protocol.resume_writing()
-        except FATAL_EXCEPTIONS:
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": "protocol.resume_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
 
     # -- protocol and lifecycle ------------------------------------------------------------
 
