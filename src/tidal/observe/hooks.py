@@ -334,74 +334,11 @@ class Hooks:
 
     # -- emitting (each observer's error is its own) ---------------------------------------
 
-    def emit_task_spawned(self, task: Any, parent: Any) -> None:
-        for fn in self.task_spawned:
-            try:
-                fn(task, parent)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("task_spawned", fn, exc)
-
-    def emit_before_task_step(self, task: Any) -> None:
-        for fn in self.before_task_step:
-            try:
-                fn(task)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("before_task_step", fn, exc)
-
-    def emit_after_task_step(self, task: Any, started: float, duration: float) -> None:
-        for fn in self.after_task_step:
-            try:
-                fn(task, started, duration)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("after_task_step", fn, exc)
-
-    def emit_task_exited(self, task: Any) -> None:
-        for fn in self.task_exited:
-            try:
-                fn(task)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("task_exited", fn, exc)
-
-    def emit_callback_ran(self, handle: Any, started: float, duration: float) -> None:
-        for fn in self.callback_ran:
-            try:
-                fn(handle, started, duration)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("callback_ran", fn, exc)
-
-    def emit_before_io_wait(self, timeout: float | None) -> None:
-        for fn in self.before_io_wait:
-            try:
-                fn(timeout)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("before_io_wait", fn, exc)
-
-    def emit_after_io_wait(self, started: float, waited: float, events: int) -> None:
-        for fn in self.after_io_wait:
-            try:
-                fn(started, waited, events)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("after_io_wait", fn, exc)
-
-    def emit_executor_job(self, hook: str, job: ExecutorJob) -> None:
-        """Emit ``executor_job_started`` or ``executor_job_finished`` (from a worker thread)."""
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call every observer of ``hook`` with ``args``; one that raises is evicted, not fatal."""
         for fn in getattr(self, hook):
             try:
-                fn(job)
+                fn(*args)
             except FATAL_EXCEPTIONS:
                 raise
             except BaseException as exc:
@@ -410,13 +347,7 @@ class Hooks:
     def emit_loop_closing(self) -> None:
         """Tell ``loop_closing`` observers; afterwards this loop no longer counts as spawning
         (a closed loop runs no task, so it must not keep ``Task.__init__`` on the slow path)."""
-        for fn in self.loop_closing:
-            try:
-                fn(self._loop)
-            except FATAL_EXCEPTIONS:
-                raise
-            except BaseException as exc:
-                self._evict("loop_closing", fn, exc)
+        self.emit("loop_closing", self._loop)
         with _registry_lock:
             _spawning_loops.discard(self)
             _update_spawn_switch()
@@ -432,7 +363,7 @@ class Hooks:
             job.thread = threading.current_thread().name
             job.started = perf_counter()
             if self.executor_job_started:
-                self.emit_executor_job("executor_job_started", job)
+                self.emit("executor_job_started", job)
             try:
                 return func(*args)
             except BaseException as exc:
@@ -441,7 +372,7 @@ class Hooks:
             finally:
                 job.finished = perf_counter()
                 if self.executor_job_finished:
-                    self.emit_executor_job("executor_job_finished", job)
+                    self.emit("executor_job_finished", job)
 
         return run_job
 
@@ -450,11 +381,11 @@ class Hooks:
     def observed_select(self, timeout: float | None) -> list[Any]:
         """Phase 2's poll, bracketed by ``before_io_wait`` and ``after_io_wait``."""
         if self.before_io_wait:
-            self.emit_before_io_wait(timeout)
+            self.emit("before_io_wait", timeout)
         started = perf_counter()
         events = self._loop._poller.select(timeout)
         if self.after_io_wait:
-            self.emit_after_io_wait(started, perf_counter() - started, len(events))
+            self.emit("after_io_wait", started, perf_counter() - started, len(events))
         return events
 
     def run_ready(self, count: int) -> None:
@@ -503,7 +434,7 @@ class Hooks:
             for recorder in recorders:
                 recorder.note(handle, callback, clock())
             if task is not None and self.before_task_step:
-                self.emit_before_task_step(task)
+                self.emit("before_task_step", task)
             if debug:
                 loop._current_handle = handle
             started = clock()
@@ -521,23 +452,13 @@ class Hooks:
                 for recorder in recorders:
                     recorder.task_done(task)
             if task is None:
-                for fn in self.callback_ran:
-                    try:
-                        fn(handle, started, took)
-                    except FATAL_EXCEPTIONS:
-                        raise
-                    except BaseException as exc:
-                        self._evict("callback_ran", fn, exc)
+                if self.callback_ran:
+                    self.emit("callback_ran", handle, started, took)
             else:
-                for fn in self.after_task_step:
-                    try:
-                        fn(task, started, took)
-                    except FATAL_EXCEPTIONS:
-                        raise
-                    except BaseException as exc:
-                        self._evict("after_task_step", fn, exc)
+                if self.after_task_step:
+                    self.emit("after_task_step", task, started, took)
                 if self.task_exited and task.done():
-                    self.emit_task_exited(task)
+                    self.emit("task_exited", task)
             if debug and took >= slow:
                 _log_slow(handle, task, took)
 
@@ -640,4 +561,4 @@ def _on_task_spawned(task: Any) -> None:
                 remove_loop_watcher(watcher)
     hooks = getattr(loop, "_hooks", None)
     if hooks is not None and hooks.task_spawned:
-        hooks.emit_task_spawned(task, _current_task(loop))
+        hooks.emit("task_spawned", task, _current_task(loop))

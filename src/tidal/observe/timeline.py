@@ -332,7 +332,7 @@ class _LoopTrack:
     # -- hook observers ----------------------------------------------------------------------
 
     def task_spawned(self, task: Any, parent: Any) -> None:
-        # Frames up from caller_code_line: this method, Hooks.emit_task_spawned,
+        # Frames up from caller_code_line: this method, Hooks.emit("task_spawned"),
         # hooks._on_task_spawned, then Task.__init__ (the only caller of that emit); starting
         # the walk for a frame outside tidal there saves materialising two frame objects.
         self.add_task(task, parent, caller_code_line(4))
