@@ -116,7 +116,94 @@ async def connect_write_pipe(
     return transport, protocol
 
 
-class ReadPipeTransport(asyncio.ReadTransport):
+class _PipeEnd:
+    """What both pipe transports share: repr, the unclosed warning, fatal errors and closing.
+
+    No instance layout of its own; the transports provide ``_loop``, ``_pipe``, ``_fileno``,
+    ``_protocol``, ``_closing`` and ``_lost_scheduled``, plus three hooks: ``_repr_state()``
+    (words for an open transport's repr), ``_is_quiet_error(exc)`` (log it in debug mode only,
+    instead of reporting it to the exception handler) and ``_stop_io()`` (unregister and drop
+    buffers when closing).
+    """
+
+    if not TYPE_CHECKING:
+        __slots__ = ()
+
+    _loop: EventLoop
+    _pipe: Any
+    _fileno: int
+    _protocol: Any
+    _closing: bool
+    _lost_scheduled: bool
+
+    def _repr_state(self) -> list[str]:
+        raise NotImplementedError
+
+    def _is_quiet_error(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def _stop_io(self) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        if self._pipe is None:
+            info.append("closed")
+        elif self._loop.is_closed():
+            info.append("open")
+        else:
+            info.extend(self._repr_state())
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        pipe = getattr(self, "_pipe", None)
+        if pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            pipe.close()
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[no-any-return]
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if self._is_quiet_error(exc):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._close(exc)
+
+    def _close(self, exc: BaseException | None) -> None:
+        self._closing = True
+        self._stop_io()
+        if not self._lost_scheduled:
+            self._lost_scheduled = True
+            self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._pipe.close()
+            self._pipe = None
+            self._protocol = None
+
+
+class ReadPipeTransport(_PipeEnd, asyncio.ReadTransport):
     """The read end of a pipe, FIFO, character device or socket, feeding a protocol.
 
     A ``BufferedProtocol`` is fed through ``get_buffer``/``buffer_updated`` (asyncio's pipe
@@ -173,26 +260,8 @@ class ReadPipeTransport(asyncio.ReadTransport):
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter)
 
-    def __repr__(self) -> str:
-        info = [self.__class__.__name__]
-        if self._pipe is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._fileno}")
-        if self._pipe is None:
-            info.append("closed")
-        elif self._loop.is_closed():
-            info.append("open")
-        else:
-            info.append("polling" if self._reader_registered else "idle")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        pipe = getattr(self, "_pipe", None)
-        if pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            pipe.close()
+    def _repr_state(self) -> list[str]:
+        return ["polling" if self._reader_registered else "idle"]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -286,50 +355,20 @@ class ReadPipeTransport(asyncio.ReadTransport):
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[no-any-return]
-
-    def is_closing(self) -> bool:
-        return self._closing
-
     def close(self) -> None:
         """Stop reading; ``connection_lost(None)`` follows on a later loop turn."""
         if not self._closing:
             self._close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
-            # A pty whose other side closed: an ordinary end of input.
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._close(exc)
+    def _is_quiet_error(self, exc: BaseException) -> bool:
+        # EIO: a pty whose other side closed, an ordinary end of input.
+        return isinstance(exc, OSError) and exc.errno == errno.EIO
 
-    def _close(self, exc: BaseException | None) -> None:
-        self._closing = True
+    def _stop_io(self) -> None:
         self._stop_reading()
-        if not self._lost_scheduled:
-            self._lost_scheduled = True
-            self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._pipe.close()
-            self._pipe = None
-            self._protocol = None
 
 
-class WritePipeTransport(WriteFlowControl, asyncio.WriteTransport):
+class WritePipeTransport(_PipeEnd, WriteFlowControl, asyncio.WriteTransport):
     """The write end of a pipe, FIFO, character device or socket, with flow control.
 
     ``write()`` tries the descriptor at once and buffers only what it would not take; the
@@ -394,27 +433,8 @@ class WritePipeTransport(WriteFlowControl, asyncio.WriteTransport):
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter)
 
-    def __repr__(self) -> str:
-        info = [self.__class__.__name__]
-        if self._pipe is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._fileno}")
-        if self._pipe is None:
-            info.append("closed")
-        elif self._loop.is_closed():
-            info.append("open")
-        else:
-            info.append("polling" if self._writing else "idle")
-            info.append(f"bufsize={len(self._buffer)}")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        pipe = getattr(self, "_pipe", None)
-        if pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            pipe.close()
+    def _repr_state(self) -> list[str]:
+        return ["polling" if self._writing else "idle", f"bufsize={len(self._buffer)}"]
 
     # -- noticing the reader go away ---------------------------------------------------------
 
@@ -539,42 +559,12 @@ class WritePipeTransport(WriteFlowControl, asyncio.WriteTransport):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
 
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[no-any-return]
+    def _is_quiet_error(self, exc: BaseException) -> bool:
+        # EPIPE, ECONNRESET and friends: the reader went away, which the protocol learns from
+        # connection_lost(exc); not worth an exception-handler report (as asyncio).
+        return isinstance(exc, OSError)
 
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if isinstance(exc, OSError):
-            # EPIPE, ECONNRESET and friends: the reader went away, which the protocol learns
-            # from connection_lost(exc); not worth an exception-handler report (as asyncio).
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._close(exc)
-
-    def _close(self, exc: BaseException | None) -> None:
-        self._closing = True
+    def _stop_io(self) -> None:
         self._stop_writing()
         self._buffer.clear()
         self._unwatch_peer()
-        if not self._lost_scheduled:
-            self._lost_scheduled = True
-            self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._pipe.close()
-            self._pipe = None
-            self._protocol = None
