@@ -30,7 +30,7 @@ import reprlib
 import sys
 from asyncio import format_helpers
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .core.handles import Handle
 from .core.scheduler import Scheduler
@@ -45,6 +45,8 @@ FINISHED: Final = "FINISHED"
 CancelledError = asyncio.CancelledError
 InvalidStateError = asyncio.InvalidStateError
 _copy_context = contextvars.copy_context
+
+_T = TypeVar("_T")  # the result type of a Future or Task, for type checkers only
 
 # Python 3.13 stores a StopIteration given to set_exception() as a RuntimeError caused by it;
 # earlier versions raise TypeError. Match the running Python.
@@ -311,8 +313,11 @@ class FutureMixin:
     __iter__ = __await__  # for "yield from" in generator-based code
 
 
-class Future(FutureMixin, asyncio.Future[Any]):
+class Future(FutureMixin, asyncio.Future[_T]):
     """A result that will be available later; asyncio's Future API and semantics.
+
+    Generic in its result type, like ``asyncio.Future``: ``tidal.Future[int]`` works for type
+    checkers and at run time (``__class_getitem__`` comes from the asyncio base).
 
     Args:
         loop: the loop that runs the done callbacks; defaults to ``asyncio.get_event_loop()``.
@@ -322,6 +327,12 @@ class Future(FutureMixin, asyncio.Future[Any]):
 
     def __init__(self, *, loop: Any = None) -> None:
         self._init_future(loop)
+
+    if TYPE_CHECKING:  # FutureMixin's untyped methods, seen through the result type
+
+        def result(self) -> _T: ...
+        def set_result(self, result: _T) -> None: ...
+        def __await__(self) -> Generator[Any, None, _T]: ...
 
 
 def _format_callbacks(callbacks: list[tuple[Callable[[Any], object], Any]]) -> str:

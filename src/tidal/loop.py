@@ -59,7 +59,7 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
 
     # -- futures and tasks -------------------------------------------------------------------
 
-    def create_future(self) -> Future:
+    def create_future(self) -> Future[Any]:
         """Return a new tidal Future bound to this loop."""
         return Future(loop=self)
 

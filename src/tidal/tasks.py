@@ -35,7 +35,7 @@ import types
 from asyncio import coroutines, format_helpers
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 from .core.errors import FATAL_EXCEPTIONS
 from .core.handles import Handle
@@ -60,6 +60,8 @@ _iscoroutine = coroutines.iscoroutine
 _format_coroutine: Callable[[Any], str] = coroutines._format_coroutine  # type: ignore[attr-defined]
 _CoroutineType = types.CoroutineType
 _copy_context = contextvars.copy_context
+# A task's result type, for type checkers only; covariant like typeshed's asyncio.Task.
+_T_co = TypeVar("_T_co", covariant=True)
 
 # 3.12 added eager tasks: a separate registry for tasks in their first (synchronous) step and a
 # C helper that swaps the current task. On 3.11 we do the same with the current-task dict that
@@ -105,8 +107,11 @@ TASK_SLOTS: Final = (
 )
 
 
-class Task(FutureMixin, asyncio.Task[Any]):
+class Task(FutureMixin, asyncio.Task[_T_co]):
     """A coroutine wrapped in a Future; asyncio's Task API and semantics.
+
+    Generic in its result type, like ``asyncio.Task``: ``tidal.Task[int]`` works for type checkers
+    and at run time.
 
     Args:
         coro: the coroutine to run.
@@ -132,7 +137,7 @@ class Task(FutureMixin, asyncio.Task[Any]):
 
     def __init__(
         self,
-        coro: Coroutine[Any, Any, Any],
+        coro: Coroutine[Any, Any, _T_co],
         *,
         loop: Any = None,
         name: object = None,
@@ -192,6 +197,11 @@ class Task(FutureMixin, asyncio.Task[Any]):
             self._step_handle = None
             loop.call_soon(self._step, context=context)
         _register_task(self)
+
+    if TYPE_CHECKING:  # FutureMixin's untyped methods, seen through the result type
+
+        def result(self) -> _T_co: ...
+        def __await__(self) -> Generator[Any, None, _T_co]: ...
 
     def __del__(self) -> None:
         # Runs for every task that is freed: one frame, no super() call, on the common path.
@@ -508,7 +518,7 @@ def eager_task_factory(
     *,
     name: object = None,
     context: contextvars.Context | None = None,
-) -> Task:
+) -> Task[Any]:
     """A task factory whose tasks run their first step synchronously inside create_task.
 
     ``loop.set_task_factory(tidal.eager_task_factory)``: like ``asyncio.eager_task_factory``

@@ -154,7 +154,7 @@ class _IOWaiter:
 
     def __init__(self, loop: EventLoop, fd: int, event: int) -> None:
         self._loop = loop
-        self.fut = Future(loop=loop)  # what the operation's coroutine awaits
+        self.fut: Future[Any] = Future(loop=loop)  # what the operation's coroutine awaits
         self._io_fd = fd  # descriptor watched for this operation
         self._io_event = event  # EVENT_READ or EVENT_WRITE
         self._io_handle: Handle | None = None  # the registered callback; None once released
@@ -168,7 +168,7 @@ class _IOWaiter:
         entry = self._done_entry = (self._on_cancelled, context)
         self.fut._callbacks.append(entry)  # first in line: nobody else has the future yet
 
-    def _on_cancelled(self, fut: Future) -> None:
+    def _on_cancelled(self, fut: Future[Any]) -> None:
         self._release()
 
     def _release(self) -> None:
