@@ -216,7 +216,15 @@ class FutureMixin:
             self._log_traceback = False
             exc = self._exception
             if exc is not None:
-                raise exc.with_traceback(self._exception_tb)
+                # This frame joins the exception's traceback: let it hold neither the exception
+                # nor the future, or each raise leaves a cycle for the collector (asyncio's C
+                # Future adds no frame at all).
+                tb = self._exception_tb
+                del self
+                try:
+                    raise exc.with_traceback(tb)
+                finally:
+                    del exc, tb
             return self._result
         if state is CANCELLED:
             raise self._make_cancelled_error()
@@ -303,12 +311,17 @@ class FutureMixin:
         self._log_traceback = True
 
     def __await__(self) -> Generator[Any, None, Any]:
-        if self._state is PENDING:
-            self._asyncio_future_blocking = True
-            yield self  # the driving task parks itself on us until we are done
+        try:
             if self._state is PENDING:
-                raise RuntimeError("await wasn't used with future")
-        return self.result()
+                self._asyncio_future_blocking = True
+                yield self  # the driving task parks itself on us until we are done
+                if self._state is PENDING:
+                    raise RuntimeError("await wasn't used with future")
+            return self.result()
+        finally:
+            # An exception raised here (or thrown in at the yield) keeps this frame in its
+            # traceback: don't let the frame keep the future, which holds the exception.
+            del self
 
     __iter__ = __await__  # for "yield from" in generator-based code
 

@@ -477,7 +477,8 @@ class Task(FutureMixin, asyncio.Task[_T_co]):
             future.result()
         except BaseException as exc:
             self._step(exc)
-            self = None  # type: ignore[assignment]  # same cycle as at the end of _step
+            # Same cycle as at the end of _step; the future holds exc, whose traceback has us.
+            self = future = None  # type: ignore[assignment]
         else:
             self._step()
 

@@ -398,6 +398,9 @@ class Scheduler:
                     except BaseException as exc:
                         self._report_handle_error(handle, exc)
             if once or self._stopping:
+                # A traceback that passed through a callback keeps this frame (as f_back) after
+                # we return; it must not keep the last handle, and what it holds, with it.
+                handle = None  # type: ignore[assignment]
                 return
 
     def _process_events(self, events: list[tuple[Any, int]]) -> None:
@@ -452,6 +455,7 @@ class Scheduler:
                 _report_logger().warning(
                     "Executing %s took %.3f seconds", _format_handle(handle), took
                 )
+        handle = None  # type: ignore[assignment]  # as in _run_turns: tracebacks keep frames
 
     def _report_handle_error(self, handle: Handle, exc: BaseException) -> None:
         source = format_helpers._format_callback_source(handle._callback, handle._args)
