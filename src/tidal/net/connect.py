@@ -163,6 +163,8 @@ async def _connect_sock(
         if sock is not None:
             sock.close()
         raise
+    finally:
+        del errors, mine  # an error's traceback keeps this frame: it must not keep the errors
 
 
 async def _race(
@@ -292,7 +294,10 @@ async def create_connection(
                 happy_eyeballs_delay,
             )
         if sock is None:
-            raise _connection_error([exc for group in errors for exc in group], all_errors)
+            try:
+                raise _connection_error([exc for group in errors for exc in group], all_errors)
+            finally:
+                del errors  # the traceback keeps this frame: it must not keep the errors too
     else:
         if sock is None:
             raise ValueError("host and port was not specified and no sock specified")

@@ -270,6 +270,7 @@ def _retry_ready(waiter: _IOWaiter, sock: socket.socket, op: Callable[[Any], Any
         raise
     except BaseException as exc:
         waiter._fail(exc)
+        del waiter  # exc's traceback keeps this frame: it must not keep exc's future too
     else:
         waiter._finish(result)
 
@@ -325,6 +326,7 @@ def _sendall_ready(
         raise
     except BaseException as exc:
         waiter._fail(exc)
+        del waiter  # exc's traceback keeps this frame: it must not keep exc's future too
         return
     if start == len(view):
         waiter._finish(None)
@@ -377,6 +379,7 @@ def _connect_ready(waiter: _IOWaiter, sock: socket.socket, address: Any) -> None
         raise
     except BaseException as exc:
         waiter._fail(exc)
+        del waiter  # exc's traceback keeps this frame: it must not keep exc's future too
     else:
         waiter._finish(None)
 
@@ -407,6 +410,7 @@ def _accept_ready(waiter: _IOWaiter, sock: socket.socket) -> None:
         raise
     except BaseException as exc:
         waiter._fail(exc)
+        del waiter  # exc's traceback keeps this frame: it must not keep exc's future too
     else:
         waiter._finish((conn, address))
 
