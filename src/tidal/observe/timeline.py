@@ -31,12 +31,21 @@ Raw records, RECORD_SLOTS (3) values each, in a loop's ring (times are perf_coun
     (_Chain key, id(task), started)          a task woke from a long wait; where it waited
     (function or qualname, handle type, started)   a plain callback or timer ran
     (None, None, ended)                      the batch ended
-    (exit tag, id(task), raw name)           the step just recorded finished the task
+    (exit tag, id(task), raw name)           the step just recorded finished the task; after
+    (error, where, None)                     the "failed" tag: the exception as text, and the
+                                             frames it was raised through (innermost last)
     (SPAWN, id(task), at), (raw name, coroutine qualname, id(parent) or 0), (code, line, None)
     (IO, started, waited), (events, None, None)
 
 Tasks are known by id: a task's spawn record starts its lane, so an id reused after a task was
-collected starts a new lane. Tasks alive when recording starts get spawn records then.
+collected starts a new lane. Tasks alive when recording starts get spawn records then (marked
+as listed, ``True`` in the last slot: a task listed that way whose own spawn record follows, as a
+C Task's does when recording starts from its creation, keeps the one lane).
+
+Executor jobs come from worker threads into the recorder (not a loop's ring), with the loop
+they were submitted from and when: the task whose step was running at that moment on that loop
+submitted the job (``asyncio.to_thread`` and ``run_in_executor`` from a task), which links the
+task's lane and the worker thread's lane.
 
 Ring buffer: cut back to its newest ``capacity`` records, just after a batch's end, whenever it
 reaches twice that (checked once per batch), and once more when recording stops;
@@ -56,12 +65,17 @@ Events of a ``Recording`` are tuples, in time order. Shapes:
     (EXIT, lane, at, state)                   state: "finished", "cancelled" or "failed"
     (CALLBACK, lane, started, duration, label, is_timer)   lane: the loop's lane
     (IO_WAIT, lane, started, waited, events)
-    (JOB, lane, started, duration, label, failed)          lane: the worker thread's lane
+    (JOB, lane, started, duration, label, failed, task_lane, submitted)
+                                              lane: the worker thread's lane; task_lane: the
+                                              task that submitted it, or -1
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextvars
+import functools
 import json
 import os
 import threading
@@ -70,7 +84,7 @@ import types
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Final
 
@@ -131,11 +145,36 @@ _TASK_FUNCTIONS: Final = frozenset(
     )
     if fn is not None
 )
+_TASK_STEP_CODES: Final = frozenset(
+    code for fn in _TASK_FUNCTIONS if (code := getattr(fn, "__code__", None)) is not None
+)
 _STEP_MARK: Final = "step"  # record tag of a step of a task whose step is no bound method
 _FunctionType = types.FunctionType
 _PENDING: Final = _futures.PENDING
 _CANCELLED: Final = _futures.CANCELLED  # the same string as asyncio's pure-Python futures use
 RECORD_SLOTS: Final = 3  # items per raw record in a ring
+
+# Qualified names of coroutines the loop runs as tasks for itself (asyncio's and tidal's
+# ``asyncio.run`` epilogue, a subprocess's pipe connector): their lanes are marked ``internal``
+# and the HTML page folds them away until asked.
+LOOP_INTERNAL_COROUTINES: Final = frozenset(
+    {
+        "EventLoop.shutdown_asyncgens",
+        "EventLoop.shutdown_default_executor",
+        "BaseEventLoop.shutdown_asyncgens",
+        "BaseEventLoop.shutdown_default_executor",
+        "SubprocessTransport._connect_pipes",
+        "BaseSubprocessTransport._connect_pipes",
+    }
+)
+
+# The last line of a chain description when the task waits for other tasks (a task, a gather,
+# a TaskGroup's children, asyncio.wait): these waits get the "waiting-task" state.
+TASK_WAIT_PREFIXES: Final = ("task ", "gather of ", "children of a TaskGroup", "tasks of asyncio")
+_TASKGROUP_WAIT_CODES: Final = frozenset({"__aexit__", "_aexit"})  # in asyncio/taskgroups.py
+_ASYNCIO_WAIT_CODES: Final = frozenset({"_wait"})  # in asyncio/tasks.py: asyncio.wait's body
+_ERROR_FRAMES: Final = 8  # frames of a failed task's traceback kept, innermost last
+_ERROR_TEXT: Final = 300  # characters of a failed task's exception message kept
 
 
 @dataclass
@@ -151,6 +190,13 @@ class Lane:
     detail: str = ""  # the coroutine's qualified name, or the loop's repr
     created_at: str | None = None  # "file:line" that created the task, when known
     parent: int = -1  # the lane of the task that created this one
+    # How the task stands at the end: "finished", "failed", "cancelled", "pending" (alive when
+    # recording stopped) or "unknown" (its exit fell out of the ring); "" for loop and threads.
+    state: str = ""
+    error: str = ""  # a failed task's exception and the frames it was raised through
+    internal: bool = False  # a task the loop runs for itself (see LOOP_INTERNAL_COROUTINES)
+    # Lanes tied by executor jobs: a task's worker threads, or a thread's submitting tasks.
+    linked: list[int] = field(default_factory=list)
 
 
 class _Chain(tuple):  # type: ignore[type-arg]
@@ -185,9 +231,26 @@ class _LoopTrack:
     ``task_spawned`` and ``after_io_wait`` observer.
     """
 
-    __slots__ = ("capacity", "cut", "limit", "loop", "min_wait", "name", "resumed", "ring")
+    __slots__ = (
+        "capacity",
+        "cut",
+        "job_finished",
+        "limit",
+        "loop",
+        "min_wait",
+        "name",
+        "resumed",
+        "ring",
+    )
 
-    def __init__(self, loop: Scheduler, name: str, capacity: int, min_wait: float) -> None:
+    def __init__(
+        self,
+        loop: Scheduler,
+        name: str,
+        capacity: int,
+        min_wait: float,
+        on_job: Callable[[str, ExecutorJob], None],
+    ) -> None:
         self.loop = loop
         self.name = name  # the loop lane's name, "loop N"
         self.ring: list[Any] = []  # raw records, RECORD_SLOTS items each (module docstring)
@@ -199,6 +262,8 @@ class _LoopTrack:
         # the new task's wait look shorter than this bound, never hide a long one.
         self.resumed: dict[int, float] = {}
         self.min_wait = min_wait
+        # The executor_job_finished observer for this loop: ``on_job`` told which loop it was.
+        self.job_finished: Callable[[ExecutorJob], None] = functools.partial(on_job, name)
 
     # -- phase 4 (hooks.py hands the batch over while we are the only per-handle listener) --
 
@@ -299,15 +364,18 @@ class _LoopTrack:
         return task
 
     def task_done(self, task: Any) -> None:
-        """The step just noted finished ``task``: (exit tag, id, name as the task holds it)."""
+        """The step just noted finished ``task``: (exit tag, id, name as the task holds it),
+        and for a failed task (error, where, None): text, so the exception is not kept."""
+        error = None
         if task._state == _CANCELLED:
             state = "cancelled"
-        elif getattr(task, "_exception", None) is not None:  # exception() marks retrieval
-            state = "failed"
         else:
-            state = "finished"
+            error = getattr(task, "_exception", None)  # exception() would mark it retrieved
+            state = "finished" if error is None else "failed"
         name = task._name if type(task) is _Task else task.get_name()
         self.ring.extend((_EXIT_TAGS[state], id(task), name))
+        if error is not None:
+            self.ring.extend((*_describe_error(error), None))
 
     def end_batch(self, ended: float) -> None:
         """The batch that the last ``note`` belonged to ended at ``ended``."""
@@ -337,11 +405,13 @@ class _LoopTrack:
         # the walk for a frame outside tidal there saves materialising two frame objects.
         self.add_task(task, parent, caller_code_line(4))
 
-    def add_task(self, task: Any, parent: Any, created_at: tuple[Any, int] | None) -> None:
-        """Start a lane for ``task`` (at its creation, or when recording starts).
+    def add_task(
+        self, task: Any, parent: Any, created_at: tuple[Any, int] | None, listed: bool = False
+    ) -> None:
+        """Start a lane for ``task`` (at its creation, or ``listed`` when recording starts).
 
         Records: (SPAWN, id, at), (name, coroutine qualname, id(parent) or 0), (code, line,
-        None): no tuple is kept, so the ring gives the cyclic GC nothing to walk.
+        listed or None): no tuple is kept, so the ring gives the cyclic GC nothing to walk.
         """
         name = task._name if type(task) is _Task else task.get_name()
         detail = getattr(task.get_coro(), "__qualname__", None) or ""
@@ -356,7 +426,7 @@ class _LoopTrack:
                 id(parent) if parent is not None else 0,
                 code,
                 line,
-                None,
+                True if listed else None,
             )
         )
 
@@ -388,7 +458,7 @@ class Recorder:
         self.chain_min_wait = float(chain_min_wait)
         self._tracks: list[_LoopTrack] = []
         self._attached: weakref.WeakSet[Scheduler] = weakref.WeakSet()
-        self._jobs: list[tuple[str, float, float, str, bool]] = []  # from worker threads
+        self._jobs: list[_JobEntry] = []  # from worker threads
         self._jobs_cut = 0
         self._lock = threading.Lock()  # _jobs (worker threads) and _tracks
         self.started = 0.0
@@ -408,14 +478,15 @@ class Recorder:
             return
         self._attached.add(loop)
         with self._lock:
+            name = f"loop {len(self._tracks) + 1}"
             track = _LoopTrack(
-                loop, f"loop {len(self._tracks) + 1}", self.capacity, self.chain_min_wait
+                loop, name, self.capacity, self.chain_min_wait, self.executor_job_finished
             )
             self._tracks.append(track)
         hooks_for(loop).add_recorder(track, self._observers(track))
         running: Any = loop
         for task in asyncio.all_tasks(running):  # tasks that exist already get their lanes now
-            track.add_task(task, None, None)
+            track.add_task(task, None, None, listed=True)
 
     def stop(self) -> Recording:
         """Detach from every loop and return the recording; every reference is released."""
@@ -445,19 +516,25 @@ class Recorder:
         return (
             ("task_spawned", track.task_spawned),
             ("after_io_wait", track.after_io_wait),
-            ("executor_job_finished", self.executor_job_finished),
+            ("executor_job_finished", track.job_finished),
         )
 
     # -- executor jobs (worker threads) ------------------------------------------------------
 
-    def executor_job_finished(self, job: ExecutorJob) -> None:
+    def executor_job_finished(self, loop_name: str, job: ExecutorJob) -> None:
+        """``executor_job_finished`` of the loop whose lane is ``loop_name`` (worker threads)."""
         started = job.started if job.started is not None else job.submitted
         finished = job.finished if job.finished is not None else perf_counter()
+        label = _job_label(job)
+        if job.error is not None:
+            label += "\nraised " + _describe_error(job.error)[0]
         entry = (
+            loop_name,
             job.thread or "executor",
+            job.submitted,
             started,
             finished - started,
-            job.label,
+            label,
             job.error is not None,
         )
         with self._lock:
@@ -473,10 +550,14 @@ class _Builder:
 
     def __init__(self, stopped: float) -> None:
         self.stopped = stopped
-        self.rows: list[list[Any]] = []  # [kind, name, detail, created_at, parent] per lane
+        # [kind, name, detail, created_at, parent, state, error] per lane
+        self.rows: list[list[Any]] = []
         self.events: list[tuple[Any, ...]] = []
         self.chains: dict[tuple[Any, ...], int] = {}
         self.thread_lane: dict[str, int] = {}
+        # loop lane name -> (starts, event indices) of its task steps, in time order
+        self.steps: dict[str, tuple[list[float], list[int]]] = {}
+        self.links: dict[int, list[int]] = {}  # lane -> lanes tied to it by executor jobs
 
     def _new_lane(self, row: list[Any]) -> int:
         self.rows.append(row)
@@ -491,11 +572,15 @@ class _Builder:
     def add_track(self, track: _LoopTrack) -> None:
         events = self.events
         rows = self.rows
-        loop_lane = self._new_lane(["loop", track.name, repr(track.loop), None, -1])
+        loop_lane = self._new_lane(["loop", track.name, repr(track.loop), None, -1, "", ""])
         lanes: dict[int, int] = {}  # id(task) -> its lane, from its spawn record (ids get reused)
+        task_lanes: list[tuple[int, int]] = []  # (id(task), lane) of every task lane, in order
+        listed: set[int] = set()  # lanes of tasks listed at the start, not stepped yet
         last_step: dict[int, int] = {}  # task lane -> index in events of its newest STEP
         spawned: dict[int, int] = {}  # task lane -> index of its SPAWN, until its first step
         exits: dict[int, str] = {}  # task lane -> final state
+        step_starts: list[float] = []
+        step_indices: list[int] = []
         open_index = -1  # the STEP or CALLBACK event whose end is the next record's time
 
         def close(ended: float) -> None:
@@ -515,12 +600,22 @@ class _Builder:
                     open_index = -1
             elif kind is _Tag:
                 if tag is _SPAWN_TAG:
-                    name, detail, parent, code, line = ring[index : index + 5]
+                    name, detail, parent, code, line, is_listing = ring[index : index + 6]
                     index += 2 * RECORD_SLOTS
                     created_at = (code, line) if code is not None else None
                     parent_lane = lanes.get(parent, -1) if parent else -1
-                    row = ["task", name, detail, created_at, parent_lane]
+                    lane = lanes.get(what, -1)
+                    if lane in listed and not is_listing:
+                        # Listed when recording started, then reported as created (a C Task
+                        # whose creation started the recording): one task, one lane.
+                        listed.discard(lane)
+                        rows[lane][3:5] = [created_at, parent_lane]
+                        continue
+                    row = ["task", name, detail, created_at, parent_lane, "", ""]
                     lane = lanes[what] = self._new_lane(row)
+                    task_lanes.append((what, lane))
+                    if is_listing:
+                        listed.add(lane)
                     spawned[lane] = len(events)
                     events.append((SPAWN, lane, at, parent_lane))
                 elif tag is _IO_TAG:  # (IO, started, waited), (events, None, None)
@@ -529,8 +624,14 @@ class _Builder:
                     events.append((IO_WAIT, loop_lane, what, at, count))
                 else:  # a task finished in the step recorded last
                     lane = lanes.get(what, -1)
+                    state = _EXIT_STATE[tag]
+                    if state == "failed":  # (error, where, None) follows
+                        error, where = ring[index], ring[index + 1]
+                        index += RECORD_SLOTS
+                        if lane >= 0:
+                            rows[lane][6] = f"{error}\n{where}" if where else error
                     if lane >= 0:
-                        exits[lane] = _EXIT_STATE[tag]
+                        exits[lane] = state
                         rows[lane][1] = at
             else:  # a handle started: it ends where the next one starts
                 if open_index >= 0:
@@ -549,7 +650,10 @@ class _Builder:
                     continue
                 lane = lanes.get(what, -1)
                 if lane < 0:  # a task that existed before recording and was not listed
-                    lane = lanes[what] = self._new_lane(["task", "a task", "", None, -1])
+                    row = ["task", "a task", "", None, -1, "", ""]
+                    lane = lanes[what] = self._new_lane(row)
+                    task_lanes.append((what, lane))
+                listed.discard(lane)
                 # What the task did between its previous step and this one.
                 if kind is _Chain:
                     chain = self._chain_id(tuple(tag))
@@ -565,20 +669,25 @@ class _Builder:
                     events[previous] = (*event[:4], chain)
                 spawned.pop(lane, None)
                 last_step[lane] = open_index = len(events)
+                step_starts.append(at)
+                step_indices.append(open_index)
                 events.append((STEP, lane, at, 0.0, NO_CHAIN))
         if open_index >= 0:
             close(self.stopped)
+        self.steps[track.name] = (step_starts, step_indices)
 
         # How each task stands at the end: finished, parked (where), or scheduled.
         live: dict[int, Any] = {}
         if not track.loop.is_closed():
             running: Any = track.loop
             live = {id(task): task for task in asyncio.all_tasks(running)}
-        for ident, lane in lanes.items():
+        for ident, lane in task_lanes:
             last = last_step.get(lane)
-            state = exits.get(lane)
-            task = live.get(ident)
-            if state is not None:
+            final = exits.get(lane)
+            # Only the newest lane of an id can be a live task (older ones were collected).
+            task = live.get(ident) if lanes.get(ident) == lane else None
+            if final is not None:
+                rows[lane][5] = final
                 if last is not None:
                     _, _, started, duration, _ = events[last]
                     at = started + duration
@@ -586,8 +695,9 @@ class _Builder:
                     at = events[spawned[lane]][2]
                 else:
                     continue
-                events.append((EXIT, lane, at, state))
+                events.append((EXIT, lane, at, final))
             elif task is not None:
+                rows[lane][5] = "pending"
                 rows[lane][1] = task.get_name()  # its name now, as the program left it
                 if last is not None:
                     if getattr(task, "_fut_waiter", None) is None:
@@ -596,13 +706,30 @@ class _Builder:
                         chain = self._chain_id(_chain_key(task))
                     event = events[last]
                     events[last] = (*event[:4], chain)
+            else:
+                rows[lane][5] = "unknown"
 
-    def add_jobs(self, jobs: list[tuple[str, float, float, str, bool]]) -> None:
-        for thread, started, duration, label, failed in jobs:
+    def add_jobs(self, jobs: list[_JobEntry]) -> None:
+        """Executor jobs: a lane per worker thread, each job tied to the task that submitted it
+        (the task whose step ran on the job's loop when the job was submitted)."""
+        events = self.events
+        for loop_name, thread, submitted, started, duration, label, failed in jobs:
             lane = self.thread_lane.get(thread)
             if lane is None:
-                lane = self.thread_lane[thread] = self._new_lane(["thread", thread, "", None, -1])
-            self.events.append((JOB, lane, started, duration, label, failed))
+                row = ["thread", thread, "", None, -1, "", ""]
+                lane = self.thread_lane[thread] = self._new_lane(row)
+            task_lane = -1
+            starts, indices = self.steps.get(loop_name, ((), ()))
+            at = bisect.bisect_right(starts, submitted) - 1
+            if at >= 0:
+                _, step_lane, step_started, step_duration, _ = events[indices[at]]
+                if submitted <= step_started + step_duration:
+                    task_lane = step_lane
+                    for one, other in ((task_lane, lane), (lane, task_lane)):
+                        tied = self.links.setdefault(one, [])
+                        if other not in tied:
+                            tied.append(other)
+            events.append((JOB, lane, started, duration, label, failed, task_lane, submitted))
 
     def recording(
         self, started: float, stopped: float, wall_started: float, dropped: int
@@ -612,7 +739,7 @@ class _Builder:
             chains[index] = _describe_chain(key)
         events = sorted(self.events, key=_event_time)  # stable: a lane's order is kept
         return Recording(
-            lanes=[_lane(index, row) for index, row in enumerate(self.rows)],
+            lanes=[_lane(index, row, self.links.get(index)) for index, row in enumerate(self.rows)],
             events=events,
             chains=chains,
             started=started,
@@ -667,14 +794,71 @@ def _leaf_key(waited: Any) -> tuple[Any, ...]:
     return ("future", type(waited).__qualname__)
 
 
-def _lane(index: int, row: list[Any]) -> Lane:
-    kind, name, detail, created_at, parent = row
+def _lane(index: int, row: list[Any], linked: list[int] | None) -> Lane:
+    kind, name, detail, created_at, parent, state, error = row
     if isinstance(name, int):  # a tidal task's default name, not formatted yet
         name = f"Task-{name}"
     if isinstance(created_at, tuple):
         code, line = created_at
         created_at = f"{code.co_filename}:{line}"
-    return Lane(index, kind, str(name), str(detail), created_at, parent)
+    internal = kind == "task" and detail in LOOP_INTERNAL_COROUTINES
+    return Lane(
+        index,
+        kind,
+        str(name),
+        str(detail),
+        created_at,
+        parent,
+        state,
+        error,
+        internal,
+        sorted(linked or ()),
+    )
+
+
+# One executor job as a worker thread reports it: (loop lane name, thread name, submitted,
+# started, duration, label, failed).
+_JobEntry = tuple[str, str, float, float, float, str, bool]
+
+
+def _job_label(job: ExecutorJob) -> str:
+    """What a job runs: ``asyncio.to_thread(fn)`` submits ``partial(context.run, fn, ...)``,
+    which is labelled ``fn``; anything else as the executor hooks label it."""
+    func = job.func
+    if isinstance(func, functools.partial) and func.args:
+        owner = getattr(func.func, "__self__", None)
+        if isinstance(owner, contextvars.Context):
+            inner = func.args[0]
+            name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None)
+            if isinstance(name, str):
+                return name
+    return job.label
+
+
+def _describe_error(error: BaseException) -> tuple[str, str]:
+    """A failed task's exception as text: ("Type: message", the frames it was raised
+    through as "qualname file:line" lines, innermost last). Text only: nothing is kept alive."""
+    message = str(error)
+    if len(message) > _ERROR_TEXT:
+        message = message[:_ERROR_TEXT] + "…"
+    kind = type(error).__qualname__
+    text = f"{kind}: {message}" if message else kind
+    frames: list[str] = []
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code in _TASK_STEP_CODES:  # the Python Tasks' own step; the C Task has none
+            tb = tb.tb_next
+            continue
+        name = getattr(code, "co_qualname", code.co_name)
+        frames.append(f"{name} {short_path(code.co_filename)}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    if not frames:
+        return text, ""
+    kept = frames[-_ERROR_FRAMES:]
+    lines = [f"  raised at {kept[-1]}"]
+    lines.extend(f"  via {frame}" for frame in reversed(kept[:-1]))
+    return text, "\n".join(lines)
 
 
 def _chain_key(task: Any) -> tuple[Any, ...]:
@@ -710,19 +894,31 @@ def _chain_key(task: Any) -> tuple[Any, ...]:
 
 
 def _describe_chain(key: tuple[Any, ...]) -> list[str]:
-    """Turn a chain key into lines: "qualname file:line" per frame, then the leaf."""
+    """Turn a chain key into lines: "qualname file:line" per frame, then the leaf.
+
+    The leaf of a TaskGroup's ``async with`` exit and of ``asyncio.wait`` is a plain future;
+    it is described as what it stands for (the tasks awaited), like a task or a gather.
+    """
     lines = []
     index = 0
     if key and key[0] == _UNSAMPLED:
         lines.append("(short wait: await chain not sampled)")
         index = 1
+    waits_for: str | None = None
     while index < len(key) and isinstance(key[index], types.CodeType):
         code, lineno = key[index], key[index + 1]
         name = getattr(code, "co_qualname", code.co_name)
+        filename = code.co_filename.replace(os.sep, "/")
+        if filename.endswith("asyncio/taskgroups.py") and code.co_name in _TASKGROUP_WAIT_CODES:
+            waits_for = "children of a TaskGroup"
+        elif filename.endswith("asyncio/tasks.py") and code.co_name in _ASYNCIO_WAIT_CODES:
+            waits_for = "tasks of asyncio.wait"
         lines.append(f"{name} {short_path(code.co_filename)}:{lineno}")
         index += 2
     rest = key[index:]
-    if rest and rest[0] == "task":
+    if waits_for is not None and rest and rest[0] == "future":
+        lines.append(f"{waits_for} ({rest[1]})")
+    elif rest and rest[0] == "task":
         lines.append(f"task {rest[1]}")
     elif rest and rest[0] == "gather":
         lines.append(f"gather of {rest[1]}")
@@ -780,7 +976,7 @@ class Recording:
                     lines = self.chains[chain]
                     state = (
                         "waiting-task"
-                        if lines and lines[-1].startswith(("task ", "gather"))
+                        if lines and lines[-1].startswith(TASK_WAIT_PREFIXES)
                         else "waiting"
                     )
                     if lines and lines[-1] == "(ready to run)":
@@ -802,16 +998,20 @@ class Recording:
                 tip = f"waiting for I/O or timers: {count} event{'s' if count != 1 else ''}"
                 per_lane[lane].append(Segment(lane, start, start + waited, "io", tip))
             elif kind == JOB:
-                _, _, started, duration, label, failed = event
+                _, _, started, duration, label, failed, task_lane, _ = event
                 start = started - origin
                 state = "job-failed" if failed else "job"
+                if task_lane >= 0:
+                    label += f"\nsubmitted by task {self.lanes[task_lane].name}"
                 per_lane[lane].append(Segment(lane, start, start + duration, state, label))
         end = self.duration
         for lane, (wait_start, state, tip) in open_wait.items():
             if end > wait_start:
                 per_lane[lane].append(Segment(lane, wait_start, end, state, tip))
         for lane, (at, state) in ended.items():
-            per_lane[lane].append(Segment(lane, at, at, state, f"task {state}"))
+            error = self.lanes[lane].error if state == "failed" else ""
+            tip = f"task {state}" + (f"\n{error}" if error else "")
+            per_lane[lane].append(Segment(lane, at, at, state, tip))
         out: list[Segment] = []
         for lane_id in sorted(per_lane):
             out.extend(sorted(per_lane[lane_id], key=lambda s: (s.start, s.end)))
@@ -823,7 +1023,10 @@ class Recording:
         """The recording in Chrome's trace-event format (open it in Perfetto or chrome://tracing).
 
         Each lane is a thread (``tid``) of one process; segments are complete ("X") events with
-        microsecond ``ts``/``dur``; the await chain goes in ``args``.
+        microsecond ``ts``/``dur``; the await chain goes in ``args``. Flow arrows (flow events
+        "s" then "f", bound to the enclosing slices) go from the step of a task that created
+        another task to the new task's lane ("created"), and from the step that submitted an
+        executor job to the job on its worker thread ("executor job").
         """
         pid = os.getpid()
         events: list[dict[str, Any]] = [
@@ -867,6 +1070,7 @@ class Recording:
             if seg.tip:
                 entry["args"] = {"detail": seg.tip}
             events.append(entry)
+        events.extend(self._flow_events(pid))
         return {
             "traceEvents": events,
             "displayTimeUnit": "ms",
@@ -877,6 +1081,32 @@ class Recording:
                 "dropped_events": self.dropped,
             },
         }
+
+    def flows(self) -> list[tuple[str, int, float, int, float]]:
+        """Arrows between lanes: (kind, from lane, at, to lane, at), times in seconds since the
+        start; kind "created" (a task created another) or "executor job" (a task's job ran on
+        a worker thread)."""
+        origin = self.started
+        out: list[tuple[str, int, float, int, float]] = []
+        for event in self.events:
+            if event[0] == SPAWN and event[3] >= 0:
+                at = event[2] - origin
+                out.append(("created", event[3], at, event[1], at))
+            elif event[0] == JOB and event[6] >= 0:
+                out.append(
+                    ("executor job", event[6], event[7] - origin, event[1], event[2] - origin)
+                )
+        return out
+
+    def _flow_events(self, pid: int) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for ident, (kind, source, at, target, arrives) in enumerate(self.flows(), 1):
+            common = {"name": kind, "cat": "flow", "id": ident, "pid": pid}
+            events.append({**common, "ph": "s", "ts": round(at * 1e6, 3), "tid": source + 1})
+            events.append(
+                {**common, "ph": "f", "bp": "e", "ts": round(arrives * 1e6, 3), "tid": target + 1}
+            )
+        return events
 
     def to_html(self, title: str = "tidal timeline") -> str:
         """A self-contained HTML page: one lane per task, coloured by state, hover for details."""
