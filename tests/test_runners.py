@@ -299,7 +299,7 @@ def test_python_m_tidal_script_errors_propagate(tmp_path: Path) -> None:
 def test_python_m_tidal_usage(tmp_path: Path) -> None:
     no_args = run_tidal_cli(cwd=tmp_path)
     assert no_args.returncode == 2
-    assert "usage" in no_args.stdout
+    assert "usage" in no_args.stderr
     helped = run_tidal_cli("--help", cwd=tmp_path)
     assert helped.returncode == 0
-    assert "python -m tidal script.py" in helped.stdout
+    assert "python -m tidal [options] script.py" in helped.stdout

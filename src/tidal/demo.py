@@ -345,15 +345,36 @@ def _loop_factories(which: str) -> list[tuple[str, LoopFactory]]:
     return [(name, f) for name, f in both if which in (name, "both")]
 
 
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tidal demo", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every delay (1.0 = the notes' seconds)"
+        "--scale",
+        type=_scale,
+        default=1.0,
+        help="multiply every delay by this positive number (default 1.0: the notes' seconds)",
     )
-    parser.add_argument("--loop", choices=["tidal", "asyncio", "both"], default="both")
-    parser.add_argument("--only", help="run one example by name")
+    parser.add_argument(
+        "--loop",
+        choices=["tidal", "asyncio", "both"],
+        default="both",
+        help="which loop to run the examples on (default both, and compare)",
+    )
+    names = [example.name for example in EXAMPLES]
+    parser.add_argument(
+        "--only", choices=names, metavar="NAME", help=f"run one example: {', '.join(names)}"
+    )
     args = parser.parse_args(argv)
     mismatches = 0
     for example in EXAMPLES:

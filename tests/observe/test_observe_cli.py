@@ -153,7 +153,7 @@ def test_trace_writes_html_and_json(tmp_path: Path) -> None:
         )
     )
     html = tmp_path / "out.html"
-    result = _tidal("trace", str(script), "3", "-o", str(html))
+    result = _tidal("trace", "-o", str(html), str(script), "3")
     assert result.returncode == 3, result.stderr  # the script's own exit status
     assert result.stdout.splitlines() == ["hello", "world"]
     assert "written to" in result.stderr
@@ -167,7 +167,7 @@ def test_trace_writes_html_and_json(tmp_path: Path) -> None:
     assert any(e.get("cat") == "waiting" for e in data["traceEvents"])
 
     bad = _tidal("trace", "-o")
-    assert bad.returncode == 2 and "needs a value" in bad.stderr
+    assert bad.returncode == 2 and "expected one argument" in bad.stderr
 
 
 def test_leak_report_at_exit_under_python_m_tidal(tmp_path: Path) -> None:

@@ -1,55 +1,29 @@
-"""The observability subcommands of ``python -m tidal``: ps, pstree, trace, and run options.
+"""What the observability parts of ``python -m tidal`` do: ps, pstree, trace, and the run options.
 
-Owns: what ``python -m tidal ps PID``, ``pstree PID`` and ``trace script.py -o out.html`` do,
-and the observability options of a plain run (``--monitor``, the leak report at exit).
-Not here: the dispatch itself (cli.py), snapshots (tree.py), the monitor protocol (monitor.py),
-recording (timeline.py).
-
-    python -m tidal ps PID [--json]          tasks of a process that enabled the monitor, a table
-    python -m tidal pstree PID               the same as a tree of awaits
-    python -m tidal trace [-o OUT] [--capacity N] script.py [args...]
-    python -m tidal trace script.py [args...] -o OUT
-        trace's own options are recognised anywhere up to a "--"; put the script's arguments
-        after "--" if they could be mistaken for them. OUT ending in .html gives the HTML
-        page, anything else Chrome/Perfetto trace JSON. "-m module" works in place of a script.
+Owns: showing another process's tasks (``ps``), running a program under a timeline recording
+(``trace``), and switching on, for a whole program, the monitor (``--monitor``), the leak report
+at exit and the blocked-loop watchdog (``--watchdog``).
+Not here: parsing arguments and running the program as ``__main__`` (cli.py), snapshots
+(tree.py), the monitor protocol (monitor.py), recording (timeline.py), the watchdog thread
+(watchdog.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import runpy
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
-TRACE_USAGE = """\
-usage: python -m tidal trace [-o OUT.html|OUT.json] [--capacity N] script.py [args...]
-       python -m tidal trace [options] -m module [args...]
-Record a timeline of every task, callback, timer, I/O wait and executor job of the program.
-Options are recognised anywhere before a "--"; after "--" everything goes to the script.
-"""
-
-PS_USAGE = "usage: python -m tidal {ps|pstree} PID [--json]\n"
+from .tree import Snapshot, program_frames
 
 
-def _pid(args: list[str], command: str) -> tuple[int, bool] | None:
-    as_json = "--json" in args
-    rest = [a for a in args if a != "--json"]
-    if len(rest) != 1 or not rest[0].isdigit():
-        sys.stderr.write(PS_USAGE.replace("{ps|pstree}", command))
-        return None
-    return int(rest[0]), as_json
-
-
-def ps_main(args: list[str], *, tree: bool = False) -> int:
-    """``python -m tidal ps PID`` (``tree=False``) or ``pstree PID``."""
+def ps(pid: int, *, tree: bool = False, as_json: bool = False) -> int:
+    """``python -m tidal ps PID`` (a table) or ``pstree PID``; return the exit status."""
     from .monitor import MonitorError, fetch_snapshots
     from .tree import format_table, format_tree
 
-    parsed = _pid(args, "pstree" if tree else "ps")
-    if parsed is None:
-        return 2
-    pid, as_json = parsed
     try:
         snapshots = fetch_snapshots(pid)
     except MonitorError as exc:
@@ -62,119 +36,66 @@ def ps_main(args: list[str], *, tree: bool = False) -> int:
         sys.stdout.write(f"pid {pid}: no event loop is being monitored (none has run a task yet)\n")
         return 0
     render = format_tree if tree else format_table
-    sys.stdout.write("\n".join(render(snap) for snap in snapshots))
+    sys.stdout.write("\n".join(render(_program_stack_only(snap)) for snap in snapshots))
     return 0
 
 
-def _trace_options(args: list[str]) -> tuple[str, int, list[str]] | str:
-    """Split trace's options from the target; return (output, capacity, target) or an error."""
-    from .timeline import DEFAULT_CAPACITY
-
-    output = "tidal-trace.html"
-    capacity = DEFAULT_CAPACITY
-    target: list[str] = []
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg == "--":
-            target.extend(args[index + 1 :])
-            break
-        if arg in {"-o", "--output", "--capacity"}:
-            if index + 1 >= len(args):
-                return f"{arg} needs a value"
-            value = args[index + 1]
-            if arg == "--capacity":
-                if not value.isdigit() or int(value) < 1:
-                    return f"--capacity takes a positive number of events, got {value!r}"
-                capacity = int(value)
-            else:
-                output = value
-            index += 2
-            continue
-        if arg.startswith("--output="):
-            output = arg.split("=", 1)[1]
-        elif arg in {"-h", "--help"} and not target:
-            return ""
-        else:
-            target.append(arg)
-        index += 1
-    if not target or (target[0] == "-m" and len(target) < 2):
-        return "a script (or -m module) to run is required"
-    return output, capacity, target
+def _program_stack_only(snap: Snapshot) -> Snapshot:
+    """The snapshot with a blocked loop's stack cut to the program's frames, as the watchdog
+    shows it (the JSON output keeps every frame)."""
+    if not snap.loop_stack:
+        return snap
+    shown = program_frames(snap.loop_stack)
+    hidden = len(snap.loop_stack) - len(shown)
+    note = snap.note
+    if hidden:
+        machinery = f"{hidden} frame{'s' if hidden != 1 else ''} of the launcher and the loop"
+        note = f"{note}; {machinery} not shown" if note else f"{machinery} not shown"
+    return replace(snap, loop_stack=shown, note=note)
 
 
-def run_target(target: list[str]) -> None:
-    """Run ``script.py args`` or ``-m module args`` as __main__, as ``python`` would."""
-    if target[0] == "-m":
-        sys.argv = target[1:]
-        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
-        return
-    sys.argv = list(target)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
-    runpy.run_path(target[0], run_name="__main__")
-
-
-def trace_main(args: list[str]) -> int:
-    """``python -m tidal trace ...``: run the program under ``tidal.trace.record``."""
-    from ..policy import install
+def trace(run: Callable[[], None], *, output: str, capacity: int, title: str) -> int:
+    """Run the program (``run``) under ``tidal.trace.record`` and save the timeline to
+    ``output``, also when the program exits or fails; return the exit status (0)."""
     from .timeline import record
 
-    parsed = _trace_options(args)
-    if isinstance(parsed, str):
-        if parsed:
-            sys.stderr.write(f"python -m tidal trace: {parsed}\n\n")
-        sys.stderr.write(TRACE_USAGE)
-        return 0 if not parsed else 2
-    output, capacity, target = parsed
-    output = os.path.abspath(output)  # the script may chdir
-    install()
-    status = 0
     with record(capacity=capacity) as session:
         try:
-            run_target(target)
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            run()
         finally:
             recording = session.stop()
-            title = f"tidal timeline: {' '.join(target)}"
             recording.save(output, title)
             sys.stderr.write(
                 f"tidal: timeline of {len(recording.task_lanes())} tasks over "
                 f"{recording.duration:.3f} s written to {output}\n"
             )
-    return status
+    return 0
 
 
-def run_options(args: list[str]) -> tuple[list[str], list[Callable[[], None]]]:
-    """Handle the observability options of a plain run; return the remaining args and the
-    set-up steps to perform once tidal is installed.
+def start_monitor() -> None:
+    """Serve every tidal loop of this process to ``python -m tidal ps/pstree``."""
+    from .monitor import enable
 
-    ``--monitor`` (or ``TIDAL_MONITOR=1``) turns the monitor on. The leak report at exit is on
-    unless ``--no-leak-report`` is given or ``TIDAL_LEAK_REPORT=0``.
+    enable()
+
+
+def start_leak_report() -> None:
+    """Report leaked tasks and lost exceptions of every tidal loop when it closes."""
+    from .leaks import track_all
+
+    track_all()
+
+
+def start_watchdog(threshold: float) -> None:
+    """Watch every tidal loop the program creates from now on with a blocked-loop watchdog.
+
+    A program that calls ``asyncio.run`` never holds its loop, so the watchdog attaches when a
+    loop creates its first task (``add_loop_watcher``) and stops with the loop.
     """
-    setups: list[Callable[[], None]] = []
-    monitor = os.environ.get("TIDAL_MONITOR", "") not in {"", "0"}
-    leaks = os.environ.get("TIDAL_LEAK_REPORT", "1") != "0"
-    while args and args[0] in {"--monitor", "--no-leak-report"}:
-        if args[0] == "--monitor":
-            monitor = True
-        else:
-            leaks = False
-        args = args[1:]
-    if monitor:
+    from .hooks import add_loop_watcher
+    from .watchdog import Watchdog
 
-        def start_monitor() -> None:
-            from .monitor import enable
+    def watch(loop: Any) -> None:  # called once per loop
+        Watchdog(loop, threshold).start()
 
-            enable()
-
-        setups.append(start_monitor)
-    if leaks:
-
-        def start_leak_report() -> None:
-            from .leaks import track_all
-
-            track_all()
-
-        setups.append(start_leak_report)
-    return args, setups
+    add_loop_watcher(watch)

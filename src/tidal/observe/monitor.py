@@ -32,6 +32,7 @@ import atexit
 import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import struct
@@ -269,6 +270,7 @@ def enable(loop: asyncio.AbstractEventLoop | None = None, *, path: str | None = 
             monitor.start()
             _monitor = monitor
             atexit.register(disable)
+            _remove_socket_on_sigterm()
             if loop is None:
                 add_loop_watcher(_watch_new_loop)
         monitor = _monitor
@@ -286,7 +288,34 @@ def disable() -> None:
     if monitor is not None:
         remove_loop_watcher(_watch_new_loop)
         atexit.unregister(disable)
+        if _in_main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         monitor.stop()
+
+
+# SIGTERM's default action ends the process without running atexit, which would leave the socket
+# behind. While the program has not chosen a SIGTERM handler of its own, ours removes the socket
+# and then dies by SIGTERM exactly as before (same exit status, still no atexit). A program that
+# installs its own handler exits through atexit, or leaves a socket that ``fetch`` recognises as
+# stale: its process is gone.
+
+
+def _remove_socket_on_sigterm() -> None:
+    if _in_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    monitor = _monitor
+    if monitor is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(monitor.path)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -303,6 +332,9 @@ def fetch(pid: int, command: str = "snapshot", *, timeout: float = 5.0) -> dict[
         MonitorError: no monitor listens for ``pid``, or it answered with an error.
     """
     path = socket_path(pid)
+    if not _is_running(pid):
+        _remove_stale(path)
+        raise MonitorError(f"process {pid} is not running")
     if not os.path.exists(path):
         raise MonitorError(
             f"no tidal monitor for pid {pid} (looked for {path}); start the program with "
@@ -320,6 +352,9 @@ def fetch(pid: int, command: str = "snapshot", *, timeout: float = 5.0) -> dict[
                     break
                 chunks.append(chunk)
         except OSError as exc:
+            if not _is_running(pid):  # it died just now, or long ago without removing its socket
+                _remove_stale(path)
+                raise MonitorError(f"process {pid} is not running") from None
             raise MonitorError(f"cannot talk to the tidal monitor of pid {pid}: {exc}") from exc
     try:
         reply: dict[str, Any] = json.loads(b"".join(chunks))
@@ -328,6 +363,29 @@ def fetch(pid: int, command: str = "snapshot", *, timeout: float = 5.0) -> dict[
     if not reply.get("ok"):
         raise MonitorError(str(reply.get("error", "the monitor refused the request")))
     return reply
+
+
+def _is_running(pid: int) -> bool:
+    """True if process ``pid`` exists and has not exited (a zombie awaiting its parent's wait()
+    counts as exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")"
+            return stat_file.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill() said it exists
+
+
+def _remove_stale(path: str) -> None:
+    """Remove the socket of a process that is gone (our private directory: only our files)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def fetch_snapshots(pid: int, *, timeout: float = 5.0) -> list[Snapshot]:

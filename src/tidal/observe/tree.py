@@ -535,6 +535,15 @@ def _blocked_lines(snap: Snapshot) -> list[str]:
     return out
 
 
+def program_frames(stack: tuple[Location, ...]) -> tuple[Location, ...]:
+    """The program's frames of a thread's stack (outermost first): those below the innermost
+    frame of asyncio's or tidal's machinery, which also leaves out the launcher above it. When
+    the thread is inside the machinery itself, its innermost five frames."""
+    internal = [i for i, loc in enumerate(stack) if is_internal_file(loc.filename)]
+    shown = stack[internal[-1] + 1 :] if internal else stack
+    return shown if shown else stack[-5:]
+
+
 def format_table(snap: Snapshot) -> str:
     """Render the snapshot as a table, one task per line (``python -m tidal ps``)."""
     by_id = snap.by_id()
@@ -575,7 +584,8 @@ def format_table(snap: Snapshot) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = [f"pid {snap.pid}: {len(snap.tasks)} tasks", *_blocked_lines(snap)]
+    count = len(snap.tasks)
+    lines = [f"pid {snap.pid}: {count} task{'s' if count != 1 else ''}", *_blocked_lines(snap)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())

@@ -33,8 +33,7 @@ from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any, Final
 
-from .stats import is_internal_file
-from .tree import Location, short_path
+from .tree import Location, program_frames, short_path
 
 logger: Final = logging.getLogger("asyncio")
 
@@ -79,10 +78,7 @@ class BlockReport:
             head += f", inside task {self.task!r}"
         lines = [f"tidal watchdog: {head}; loop thread stack (most recent call last):"]
         # The program's frames below the loop's own machinery; the whole stack stays in .stack.
-        internal = [i for i, loc in enumerate(self.stack) if is_internal_file(loc.filename)]
-        shown = self.stack[internal[-1] + 1 :] if internal else self.stack
-        if not shown:  # blocked inside asyncio or tidal itself: show the innermost frames
-            shown = self.stack[-5:]
+        shown = program_frames(self.stack)
         if len(shown) < len(self.stack):
             lines.append(f"  ... {len(self.stack) - len(shown)} frames of the loop's machinery ...")
         for loc in shown:
