@@ -13,15 +13,23 @@ import tidal
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
+
+def _tidal_with_python_tasks() -> asyncio.AbstractEventLoop:
+    return tidal.new_event_loop(tasks="python")
+
+
+# "tidal" hosts CPython's C Future and Task (the default); "tidal-py" makes tidal's own Python
+# Future and Task, the reference implementation, so both stay under the same parity tests.
 LOOP_FACTORIES: dict[str, LoopFactory] = {
     "asyncio": asyncio.new_event_loop,
     "tidal": tidal.new_event_loop,
+    "tidal-py": _tidal_with_python_tasks,
 }
 
 
 @pytest.fixture(params=sorted(LOOP_FACTORIES))
 def loop_name(request: pytest.FixtureRequest) -> str:
-    """'asyncio' or 'tidal': the loop this run of the test uses."""
+    """'asyncio', 'tidal' or 'tidal-py': the loop this run of the test uses."""
     return str(request.param)
 
 

@@ -146,8 +146,8 @@ def test_set_result_and_set_exception_are_refused(loop: Loop) -> None:
 
 
 def test_get_context_is_the_context_the_task_runs_in(loop: Loop, loop_name: str) -> None:
-    if sys.version_info < (3, 12) and loop_name == "asyncio":
-        pytest.skip("asyncio.Task.get_context() is new in 3.12 (tidal has it on 3.11 too)")
+    if sys.version_info < (3, 12) and loop_name != "tidal-py":
+        pytest.skip("asyncio.Task.get_context() is new in 3.12 (tidal's Task has it on 3.11 too)")
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
 
     async def child() -> str:

@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import os
 import socket
 import subprocess
 import sys
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
-from typing import IO, Any, TypeVar, TypeVarTuple
+from typing import IO, Any, Final, TypeVar, TypeVarTuple
 
 from . import signals, threads, tls
 from . import subprocess as subprocesses
+from . import tasks as _tasks_module
 from .core.scheduler import Scheduler
 from .futures import Future
 from .net import connect, serve, sockops
@@ -39,16 +41,67 @@ _Ts = TypeVarTuple("_Ts")
 # exactly this function among the task's callbacks, so tidal uses it rather than a copy.
 _run_until_complete_cb: Callable[[Any], None] = asyncio.base_events._run_until_complete_cb  # type: ignore[attr-defined]
 
+# Which Future and Task a loop makes (docs/design.md, decision log 2026-12-02):
+# - "native": CPython's C Future and Task, the very classes asyncio's own loop (and uvloop) host.
+#   Stepping a coroutine and completing a future then cost no Python frame; the loop still sees
+#   every step (each arrives through call_soon as a callback whose __self__ is the task).
+# - "python": tidal's own Future and Task (futures.py, tasks.py), the reference implementation,
+#   kept selectable and tested: TIDAL_TASKS=python, or new_event_loop(tasks="python").
+# Where CPython was built without its C accelerator (_asyncio), "native" means tidal's own.
+TASK_IMPLEMENTATIONS: Final = ("native", "python")
+_NativeFuture: Any = getattr(asyncio.futures, "_CFuture", None) or Future
+_NativeTask: Any = getattr(asyncio.tasks, "_CTask", None) or Task
+# The C Task can start eagerly from Python 3.12; on 3.11 eager tasks are always tidal's Task.
+_NATIVE_EAGER: Final = _NativeTask is not Task and sys.version_info >= (3, 12)
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
+
+def _implementation(tasks: str | None) -> str:
+    """The Future/Task implementation to use: the argument, else $TIDAL_TASKS, else native."""
+    chosen = tasks if tasks is not None else os.environ.get("TIDAL_TASKS") or "native"
+    if chosen not in TASK_IMPLEMENTATIONS:
+        source = "tasks" if tasks is not None else "TIDAL_TASKS"
+        raise ValueError(
+            f"{source}={chosen!r} is not a Task implementation; use one of "
+            f"{', '.join(TASK_IMPLEMENTATIONS)}"
+        )
+    return chosen
+
+
+def _drop_own_frames(source_traceback: list[Any]) -> None:
+    """Debug mode: end a task's creation traceback at the user's line, not inside tidal.
+
+    The C Task records the whole stack, create_task included; asyncio drops the last entry.
+    tidal drops every trailing entry from its own files instead, because compiled tidal
+    functions leave no frames and counting them would cut the user's line.
+    """
+    while source_traceback and source_traceback[-1].filename.startswith(_PACKAGE_DIR):
+        del source_traceback[-1]
+
 
 class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     """An asyncio event loop written from first principles in Python.
 
     Use it anywhere asyncio takes a loop: ``tidal.run(main())``,
     ``asyncio.Runner(loop_factory=tidal.new_event_loop)``, or ``tidal.install()``.
+
+    Args:
+        tasks: the Future and Task the loop makes: "native" (CPython's C classes, the default)
+            or "python" (tidal's reference implementation); None reads ``$TIDAL_TASKS``.
+
+    Raises:
+        ValueError: ``tasks`` (or ``$TIDAL_TASKS``) names no implementation.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tasks: str | None = None) -> None:
+        implementation = _implementation(tasks)
         super().__init__()
+        self._task_implementation = implementation
+        native = implementation == "native"
+        self._future_class: Any = _NativeFuture if native else Future
+        self._task_class: Any = _NativeTask if native else Task
+        # The class eager tasks are made of: the C Task can start eagerly from 3.12 only.
+        self._eager_task_class: Any = _NativeTask if native and _NATIVE_EAGER else Task
         self._task_factory: Callable[..., Any] | None = None
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_shutdown_called = False  # read and set by anyio, as on asyncio's loop
@@ -60,8 +113,8 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
     # -- futures and tasks -------------------------------------------------------------------
 
     def create_future(self) -> Future[Any]:
-        """Return a new tidal Future bound to this loop."""
-        return Future(loop=self)
+        """Return a new Future bound to this loop (see ``TASK_IMPLEMENTATIONS``)."""
+        return self._future_class(loop=self)  # type: ignore[no-any-return]
 
     def create_task(
         self,
@@ -80,13 +133,22 @@ class EventLoop(Scheduler, asyncio.AbstractEventLoop):
             self._raise_closed()
         factory = self._task_factory
         if factory is None:
-            task = Task(coro, loop=self, name=name, context=context)  # type: ignore[arg-type]
+            task = self._task_class(coro, loop=self, name=name, context=context)
             if task._source_traceback:
-                del task._source_traceback[-1]
-            return task
+                _drop_own_frames(task._source_traceback)
+            observe_spawn = _tasks_module._observe_spawn
+            if observe_spawn is not None and type(task) is not Task:
+                observe_spawn(task)  # tidal's Task reports itself from __init__
+            return task  # type: ignore[no-any-return]
         if factory is eager_task_factory:
             # tidal's own eager factory: build the task here, one call frame fewer per task.
-            return Task(coro, loop=self, name=name, context=context, eager_start=True)  # type: ignore[arg-type]
+            task = self._eager_task_class(
+                coro, loop=self, name=name, context=context, eager_start=True
+            )
+            observe_spawn = _tasks_module._observe_spawn
+            if observe_spawn is not None and type(task) is not Task:
+                observe_spawn(task)  # after its eager first step: the C Task can't tell sooner
+            return task  # type: ignore[no-any-return]
         task = factory(self, coro) if context is None else factory(self, coro, context=context)
         if name is not None:
             task.set_name(name)

@@ -21,9 +21,14 @@ from .loop import EventLoop
 _T = TypeVar("_T")
 
 
-def new_event_loop() -> EventLoop:
-    """Return a new tidal event loop (not set as the current loop)."""
-    return EventLoop()
+def new_event_loop(*, tasks: str | None = None) -> EventLoop:
+    """Return a new tidal event loop (not set as the current loop).
+
+    Args:
+        tasks: "native" (CPython's C Future and Task, the default) or "python" (tidal's
+            reference implementation); None reads ``$TIDAL_TASKS``.
+    """
+    return EventLoop(tasks=tasks)
 
 
 class Runner(asyncio.Runner):  # type: ignore[misc]  # typeshed marks it @final; see docstring

@@ -326,7 +326,7 @@ def test_datagram_endpoint_echo(arun: Run, loop_name: str) -> None:
         )
         address = server.get_extra_info("sockname")
         client, cp = await loop.create_datagram_endpoint(DatagramRecorder, remote_addr=address)
-        if loop_name == "tidal" or sys.version_info >= (3, 12):  # 3.11's asyncio is not one
+        if loop_name != "asyncio" or sys.version_info >= (3, 12):  # 3.11's asyncio is not one
             assert isinstance(client, asyncio.DatagramTransport)
         client.sendto(b"ping")
         data, peer = await sp.received.get()

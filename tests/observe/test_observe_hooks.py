@@ -218,12 +218,28 @@ def test_task_of_callback_recognises_steps_and_only_steps(tloop: tidal.EventLoop
     async def work() -> None:
         await asyncio.sleep(0)
 
-    task = tloop.create_task(work())
-    assert task_of_callback(task._step) is task  # type: ignore[attr-defined]
-    assert task_of_callback(task._wakeup) is task  # type: ignore[attr-defined]
+    task = tidal.Task(work(), loop=tloop)  # tidal's Python Task, whatever the loop makes
+    assert task_of_callback(task._step) is task
+    assert task_of_callback(task._wakeup) is task
     assert task_of_callback(task.cancel) is None
     assert task_of_callback(print) is None
     tloop.run_until_complete(task)
+
+    # CPython's C Task (the loop's default): its steps reach call_soon as wrappers whose
+    # __self__ is the task.
+    seen: list[Any] = []
+    original = tloop.call_soon
+
+    def spy(callback: Any, *args: Any, context: Any = None) -> Any:
+        seen.append(callback)
+        return original(callback, *args, context=context)
+
+    tloop.call_soon = spy  # type: ignore[method-assign]
+    native = tloop.create_task(work())
+    tloop.run_until_complete(native)
+    del tloop.call_soon
+    steps = [cb for cb in seen if task_of_callback(cb) is native]
+    assert len(steps) == 2  # the first step, and the step after sleep(0)
 
 
 def test_eager_tasks_report_their_creator(tloop: tidal.EventLoop) -> None:
