@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -237,3 +238,95 @@ def test_take_snapshot_of_an_idle_loop_and_of_a_running_one(monitor_dir: Path) -
 
     snap = tidal.run(main())
     assert snap.consistent and [t.state.value for t in snap.tasks] == ["waiting"]
+
+
+def test_ps_of_a_blocked_process_shows_the_programs_frames_only(
+    monitored: subprocess.Popen[str],
+) -> None:
+    assert monitored.stdin is not None and monitored.stdout is not None
+    monitored.stdin.write("block\n")
+    monitored.stdin.flush()
+    assert monitored.stdout.readline().strip() == "blocking"
+    ps = _tidal("ps", str(monitored.pid))
+    assert ps.returncode == 0, ps.stderr
+    stack = ps.stdout.split("loop thread stack (innermost last):\n", 1)[1].split("\nID ", 1)[0]
+    # As the watchdog shows it: the program's coroutine down to the blocking line; no runpy,
+    # launcher or loop frames (the JSON output keeps them all).
+    assert stack.splitlines()[0].startswith("    main ") and "serve.py:" in stack
+    assert stack.splitlines()[-1].strip().startswith("time.sleep(20)")
+    assert "runpy" not in stack and "cli.py" not in stack and "base_events" not in stack
+    assert "tidal/" not in stack
+    assert "of the launcher and the loop not shown" in ps.stdout
+    as_json = json.loads(_tidal("ps", str(monitored.pid), "--json").stdout)
+    assert any("runpy" in frame["filename"] for frame in as_json[0]["loop_stack"])
+
+
+def _monitored_process(tmp_path: Path, prologue: str = "") -> subprocess.Popen[str]:
+    """A ``--monitor`` program with exactly one task, blocked in ``await`` until killed."""
+    script = tmp_path / "one_task.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, os, signal
+            {prologue}
+            async def main():
+                print("ready", flush=True)
+                await asyncio.sleep(60)
+
+            asyncio.run(main())
+            """
+        ).format(prologue=prologue)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidal", "--monitor", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_ps_counts_one_task_in_the_singular(tmp_path: Path, monitor_dir: Path) -> None:
+    proc = _monitored_process(tmp_path)
+    try:
+        ps = _tidal("ps", str(proc.pid))
+        assert ps.returncode == 0, ps.stderr
+        assert ps.stdout.splitlines()[0] == f"pid {proc.pid}: 1 task"
+        tree = _tidal("pstree", str(proc.pid))
+        assert tree.stdout.splitlines()[0].startswith(f"pid {proc.pid}: 1 task on ")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=TIMEOUT)
+
+
+def test_sigterm_removes_the_socket_and_ps_says_the_process_is_gone(
+    tmp_path: Path, monitor_dir: Path
+) -> None:
+    proc = _monitored_process(tmp_path)
+    path = monitor_dir / f"monitor-{proc.pid}.sock"
+    assert path.exists()
+    proc.terminate()
+    proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGTERM  # it still dies by SIGTERM, as without a monitor
+    assert not path.exists()
+    ps = _tidal("ps", str(proc.pid))
+    assert ps.returncode == 1
+    assert ps.stderr == f"python -m tidal: process {proc.pid} is not running\n"
+
+
+def test_ps_removes_the_socket_a_dead_process_left_behind(
+    tmp_path: Path, monitor_dir: Path
+) -> None:
+    # The program takes SIGTERM over and leaves without atexit: its socket stays behind.
+    prologue = "signal.signal(signal.SIGTERM, lambda *args: os._exit(0))"
+    proc = _monitored_process(tmp_path, prologue)
+    path = monitor_dir / f"monitor-{proc.pid}.sock"
+    proc.terminate()
+    proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0 and path.exists()
+    ps = _tidal("pstree", str(proc.pid))
+    assert ps.returncode == 1
+    assert ps.stderr == f"python -m tidal: process {proc.pid} is not running\n"
+    assert not path.exists()
