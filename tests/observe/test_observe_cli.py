@@ -122,6 +122,15 @@ def test_ps_of_a_blocked_process_shows_the_blocking_line(
     assert "blocked" in ps.stdout
     assert "time.sleep(20)" in ps.stdout
     assert "worker-0" in ps.stdout
+    stack = ps.stdout.split("loop thread stack (innermost last):\n", 1)[1].split("\nID ", 1)[0]
+    # As the watchdog shows it: the program's coroutine down to the blocking line; no runpy,
+    # launcher or loop frames (the JSON output keeps them all).
+    assert stack.splitlines()[0].startswith("    main ") and "serve.py:" in stack
+    assert stack.splitlines()[-1].strip().startswith("time.sleep(20)")
+    assert "runpy" not in stack and "cli.py" not in stack and "tidal/" not in stack
+    assert "of the launcher and the loop not shown" in ps.stdout
+    as_json = json.loads(_tidal("ps", str(monitored.pid), "--json").stdout)
+    assert any("runpy" in frame["filename"] for frame in as_json[0]["loop_stack"])
 
 
 def test_ps_without_a_monitor_fails_clearly(monitor_dir: Path) -> None:
@@ -240,27 +249,6 @@ def test_take_snapshot_of_an_idle_loop_and_of_a_running_one(monitor_dir: Path) -
     assert snap.consistent and [t.state.value for t in snap.tasks] == ["waiting"]
 
 
-def test_ps_of_a_blocked_process_shows_the_programs_frames_only(
-    monitored: subprocess.Popen[str],
-) -> None:
-    assert monitored.stdin is not None and monitored.stdout is not None
-    monitored.stdin.write("block\n")
-    monitored.stdin.flush()
-    assert monitored.stdout.readline().strip() == "blocking"
-    ps = _tidal("ps", str(monitored.pid))
-    assert ps.returncode == 0, ps.stderr
-    stack = ps.stdout.split("loop thread stack (innermost last):\n", 1)[1].split("\nID ", 1)[0]
-    # As the watchdog shows it: the program's coroutine down to the blocking line; no runpy,
-    # launcher or loop frames (the JSON output keeps them all).
-    assert stack.splitlines()[0].startswith("    main ") and "serve.py:" in stack
-    assert stack.splitlines()[-1].strip().startswith("time.sleep(20)")
-    assert "runpy" not in stack and "cli.py" not in stack and "base_events" not in stack
-    assert "tidal/" not in stack
-    assert "of the launcher and the loop not shown" in ps.stdout
-    as_json = json.loads(_tidal("ps", str(monitored.pid), "--json").stdout)
-    assert any("runpy" in frame["filename"] for frame in as_json[0]["loop_stack"])
-
-
 def _monitored_process(tmp_path: Path, prologue: str = "") -> subprocess.Popen[str]:
     """A ``--monitor`` program with exactly one task, blocked in ``await`` until killed."""
     script = tmp_path / "one_task.py"
@@ -288,6 +276,7 @@ def _monitored_process(tmp_path: Path, prologue: str = "") -> subprocess.Popen[s
     return proc
 
 
+@pytest.mark.slow
 def test_ps_counts_one_task_in_the_singular(tmp_path: Path, monitor_dir: Path) -> None:
     proc = _monitored_process(tmp_path)
     try:
@@ -301,6 +290,7 @@ def test_ps_counts_one_task_in_the_singular(tmp_path: Path, monitor_dir: Path) -
         proc.communicate(timeout=TIMEOUT)
 
 
+@pytest.mark.slow
 def test_sigterm_removes_the_socket_and_ps_says_the_process_is_gone(
     tmp_path: Path, monitor_dir: Path
 ) -> None:
@@ -316,6 +306,7 @@ def test_sigterm_removes_the_socket_and_ps_says_the_process_is_gone(
     assert ps.stderr == f"python -m tidal: process {proc.pid} is not running\n"
 
 
+@pytest.mark.slow
 def test_ps_removes_the_socket_a_dead_process_left_behind(
     tmp_path: Path, monitor_dir: Path
 ) -> None:
