@@ -8,26 +8,43 @@ inherited ``cancel()``, ``cancelled()``, ``when()`` and ``repr`` keep asyncio's 
 constructor is ours, because asyncio's asks the loop for its debug flag on every call.
 
 Invariant: ``_context`` is never None; the loop decides which context a callback runs in.
+
+Debug mode records where each handle was made: the stack from the nearest frame outside tidal's
+own package, so it ends at the user's ``call_soon``/``call_later`` line. Counting a fixed number
+of frames up would not do: in the compiled build tidal's functions leave no frames at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import sys
+import traceback
 from asyncio import format_helpers
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
 
 
+# src/tidal: frames from files under it are tidal's plumbing, not the user's code.
+_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def creation_stack() -> traceback.StackSummary:
+    """Debug mode: the current stack, starting at the nearest frame outside tidal's package."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return format_helpers.extract_stack(frame)
+
+
 class Handle(asyncio.Handle):
     """A callback with its arguments and context, waiting in the ready queue.
 
-    In debug mode the handle records where it was made: ``stack_depth`` frames above its
-    constructor (1, the caller, unless the caller is itself tidal's plumbing).
+    In debug mode the handle records where it was made (``creation_stack``).
     """
 
     __slots__ = ()
@@ -38,7 +55,6 @@ class Handle(asyncio.Handle):
         args: Sequence[Any],
         loop: Scheduler,
         context: contextvars.Context,
-        stack_depth: int = 1,
     ) -> None:
         self._callback = callback
         self._args = args
@@ -46,9 +62,7 @@ class Handle(asyncio.Handle):
         self._context = context
         self._cancelled = False
         self._repr = None
-        self._source_traceback = (
-            format_helpers.extract_stack(sys._getframe(stack_depth)) if loop._debug else None
-        )
+        self._source_traceback = creation_stack() if loop._debug else None
 
     def get_context(self) -> contextvars.Context:
         """Return the context the callback runs in (asyncio has this from 3.12)."""
@@ -81,7 +95,6 @@ class TimerHandle(Handle, asyncio.TimerHandle):
         args: Sequence[Any],
         loop: Scheduler,
         context: contextvars.Context,
-        stack_depth: int = 1,
     ) -> None:
         # Handle.__init__ inlined: calling it costs ~4% on timer-heavy benchmarks.
         self._callback = callback
@@ -92,9 +105,7 @@ class TimerHandle(Handle, asyncio.TimerHandle):
         self._repr = None
         self._when = when
         self._scheduled = False
-        self._source_traceback = (
-            format_helpers.extract_stack(sys._getframe(stack_depth)) if loop._debug else None
-        )
+        self._source_traceback = creation_stack() if loop._debug else None
 
     def get_context(self) -> contextvars.Context:
         """Return the context the callback runs in (asyncio has this from 3.12)."""
