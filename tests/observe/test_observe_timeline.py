@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tidal
 import tidal.trace
 from tidal import demo
-from tidal.observe.timeline import CALLBACK, EXIT, IO_WAIT, JOB, SPAWN, STEP, Recording, Segment
+from tidal.observe.timeline import (
+    CALLBACK,
+    EXIT,
+    IO_WAIT,
+    JOB,
+    LOOP_INTERNAL_COROUTINES,
+    SPAWN,
+    STEP,
+    Lane,
+    Recording,
+    Segment,
+)
 
 SCALE = 0.05  # the seed's 1 s and 2 s become 50 ms and 100 ms
 
@@ -152,9 +165,12 @@ def test_html_page_is_self_contained(tmp_path: Path) -> None:
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert "sequential &lt;example&gt;" in page
-    assert 'class="lane lane-task"' in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
-    assert "say_after" in page  # the await chain, in the hover text
+    assert "<link" not in page and " src=" not in page
+    data = json.loads(page.split('id="timeline-data">', 1)[1].split("</script>", 1)[0])
+    tasks = [lane for lane in data["lanes"] if lane["kind"] == "task" and not lane["internal"]]
+    assert [lane["detail"] for lane in tasks] == ["sequential.<locals>.main"]
+    assert any("say_after" in tip for tip in data["tips"])  # the await chain, for the tooltip
 
 
 def test_record_refuses_asyncio_loops_and_bad_capacity() -> None:
@@ -300,3 +316,202 @@ def test_asyncio_tasks_on_a_tidal_loop_get_lanes_and_exits() -> None:
     shape = _shape(rec)
     assert ("asyncio-task", "finished", "task finished") in shape
     assert any(name == "asyncio-task" and state == "running" for name, state, _ in shape)
+
+
+# -- what the explorable page needs from a recording, on both Task implementations ----------
+
+TASK_IMPLEMENTATIONS = ["native", "python"]  # CPython's C Task (the default), tidal's own
+
+
+def _record_on(impl: str, program: Any) -> Recording:
+    loop = tidal.new_event_loop(tasks=impl)
+    try:
+        with tidal.trace.record(loop) as session:
+            loop.run_until_complete(program())
+    finally:
+        loop.close()
+    assert session.recording is not None
+    return session.recording
+
+
+def _lane_named(rec: Recording, name: str) -> Lane:
+    return next(lane for lane in rec.lanes if lane.name == name)
+
+
+async def _raises_inside() -> None:
+    await asyncio.sleep(0)
+    _fail_here()
+
+
+def _fail_here() -> None:
+    raise ValueError("boom <b>")
+
+
+@pytest.mark.parametrize("impl", TASK_IMPLEMENTATIONS)
+def test_a_failed_task_keeps_its_exception_and_where_it_was_raised(impl: str) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(_raises_inside(), name="bad")
+        with pytest.raises(ValueError):
+            await task
+
+    rec = _record_on(impl, main)
+    lane = _lane_named(rec, "bad")
+    assert lane.state == "failed"
+    first, raised, *via = lane.error.splitlines()
+    assert first == "ValueError: boom <b>"
+    assert raised.startswith("  raised at _fail_here ") and "test_observe_timeline.py:" in raised
+    assert via and "_raises_inside" in via[0]
+    assert not any("tasks.py" in line for line in via)  # no Task machinery frames
+    failed = [s for s in rec.segments() if s.lane == lane.id and s.state == "failed"]
+    assert len(failed) == 1 and "ValueError: boom <b>" in failed[0].tip
+    # Only text: the exception (and the frames of its traceback) are not kept.
+    assert all(isinstance(value, str) for value in (lane.error, failed[0].tip))
+
+
+@pytest.mark.parametrize("impl", TASK_IMPLEMENTATIONS)
+def test_taskgroup_and_asyncio_wait_are_waits_for_other_tasks(impl: str) -> None:
+    async def child(delay: float) -> None:
+        await asyncio.sleep(delay)
+
+    async def grouped() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(child(0.01))
+
+    async def waited() -> None:
+        await asyncio.wait([asyncio.create_task(child(0.01))])
+
+    async def main() -> None:
+        await asyncio.create_task(grouped(), name="grouped")
+        await asyncio.create_task(waited(), name="waited")
+
+    rec = _record_on(impl, main)
+    for name, leaf in (("grouped", "children of a TaskGroup"), ("waited", "tasks of asyncio.wait")):
+        lane = _lane_named(rec, name)
+        waits = [s for s in rec.segments() if s.lane == lane.id and s.state.startswith("waiting")]
+        long_waits = [s for s in waits if s.end - s.start > 0.005]
+        assert long_waits and all(s.state == "waiting-task" for s in long_waits), waits
+        assert all(leaf in s.tip for s in long_waits)
+
+
+@pytest.mark.parametrize("impl", TASK_IMPLEMENTATIONS)
+def test_to_thread_jobs_are_tied_to_the_task_that_submitted_them(impl: str) -> None:
+    async def worker() -> None:
+        await asyncio.to_thread(time.sleep, 0.01)
+
+    async def main() -> None:
+        await asyncio.create_task(worker(), name="worker")
+
+    rec = _record_on(impl, main)
+    task = _lane_named(rec, "worker")
+    thread = next(lane for lane in rec.lanes if lane.kind == "thread")
+    assert task.linked == [thread.id] and thread.linked == [task.id]
+    jobs = [s for s in rec.segments() if s.state == "job"]
+    assert len(jobs) == 1
+    # The job is labelled with the function to_thread ran, not its context wrapper.
+    assert jobs[0].tip.splitlines() == ["sleep", "submitted by task worker"]
+
+
+def test_every_task_lane_ends_even_when_task_ids_are_reused() -> None:
+    async def quick() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        for n in range(40):  # each task is freed before the next: ids come back
+            await asyncio.create_task(quick(), name=f"quick-{n}")
+
+    rec = _record_on("native", main)
+    lanes = [lane for lane in rec.task_lanes() if lane.name.startswith("quick-")]
+    assert len(lanes) == 40
+    assert all(lane.state == "finished" for lane in lanes)
+    ended = {s.lane for s in rec.segments() if s.state == "finished"}
+    assert all(lane.id in ended for lane in lanes)
+
+
+def test_the_main_task_gets_one_lane_when_its_creation_starts_the_recording() -> None:
+    async def main() -> None:
+        await asyncio.sleep(0)
+
+    with tidal.trace.record() as session:  # attaches when main's task is created
+        tidal.run(main())
+    rec = session.stop()
+    mains = [lane for lane in rec.task_lanes() if lane.detail.endswith(".main")]
+    assert len(mains) == 1
+    assert mains[0].state == "finished" and mains[0].created_at is not None
+
+
+def test_loop_internal_tasks_are_marked() -> None:
+    async def main() -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "print('hi')", stdout=asyncio.subprocess.PIPE
+        )
+        await process.communicate()
+
+    with tidal.trace.record() as session:
+        tidal.run(main())
+    rec = session.stop()
+    internal = {lane.detail for lane in rec.task_lanes() if lane.internal}
+    assert internal == {
+        "EventLoop.shutdown_asyncgens",
+        "EventLoop.shutdown_default_executor",
+        "SubprocessTransport._connect_pipes",
+    }
+    assert all(
+        lane.detail in LOOP_INTERNAL_COROUTINES for lane in rec.task_lanes() if lane.internal
+    )
+    assert not any(lane.internal for lane in rec.task_lanes() if lane.detail == "main")
+
+
+def test_chrome_trace_has_flow_arrows_to_created_tasks_and_executor_jobs() -> None:
+    async def worker() -> None:
+        await asyncio.to_thread(time.sleep, 0.005)
+
+    async def main() -> None:
+        await asyncio.gather(asyncio.create_task(worker()), asyncio.create_task(worker()))
+
+    rec = _record_on("native", main)
+    events = rec.to_chrome_trace()["traceEvents"]
+    starts = {e["id"]: e for e in events if e["ph"] == "s"}
+    ends = {e["id"]: e for e in events if e["ph"] == "f"}
+    assert starts.keys() == ends.keys()
+    kinds = [e["name"] for e in starts.values()]
+    assert kinds.count("created") == 2 and kinds.count("executor job") == 2
+    slices = [e for e in events if e["ph"] == "X"]
+
+    def inside(event: dict[str, Any]) -> bool:  # bound to a slice of its own thread (lane)
+        return any(
+            s["tid"] == event["tid"] and s["ts"] <= event["ts"] <= s["ts"] + s["dur"]
+            for s in slices
+        )
+
+    for ident, start in starts.items():
+        end = ends[ident]
+        assert end["bp"] == "e" and start["tid"] != end["tid"]
+        assert inside(start) and inside(end)
+        assert start["ts"] <= end["ts"]
+    lane_of = {lane.id + 1: lane for lane in rec.lanes}
+    created = [
+        (lane_of[s["tid"]], lane_of[ends[i]["tid"]])
+        for i, s in starts.items()
+        if s["name"] == "created"
+    ]
+    assert all(p.detail.endswith("main") and c.detail.endswith("worker") for p, c in created)
+    jobs = [
+        (lane_of[s["tid"]], lane_of[ends[i]["tid"]])
+        for i, s in starts.items()
+        if s["name"] == "executor job"
+    ]
+    assert all(t.detail.endswith("worker") and th.kind == "thread" for t, th in jobs)
+
+
+def test_html_page_keeps_every_string_out_of_the_markup() -> None:
+    hostile = "<img src=x onerror=alert(1)></script><script>alert(2)</script>&amp;"
+
+    async def main() -> None:
+        await asyncio.create_task(asyncio.sleep(0), name=hostile)
+
+    rec = _record_on("native", main)
+    page = rec.to_html(title=hostile)
+    assert "<img" not in page and "alert(2)</script>" not in page
+    assert page.count("<script") == 2  # the data block and the page's own script
+    data = page.split('id="timeline-data">', 1)[1].split("</script>", 1)[0]
+    assert any(lane["name"] == hostile for lane in json.loads(data)["lanes"])
