@@ -13,7 +13,11 @@ Security model, in order of the checks:
 - On Linux each connection's peer credentials (SO_PEERCRED) must show our own uid.
 - The protocol is one request line naming a command from a fixed set, answered with JSON.
   Nothing a client sends is ever evaluated, unpickled or executed; no command changes state.
-(The issue also allows a loopback TCP port with a token; only the Unix socket is implemented.)
+- The loopback TCP variant (``enable_tcp``/``TcpMonitor``, for hosts where a Unix socket cannot
+  be reached, e.g. from another container sharing the network namespace) binds a loopback
+  address only and requires a 256-bit random token as the first word of every request,
+  compared in constant time. The token is written, with the port, to ``monitor-PID.tcp`` in the
+  same private directory (mode 0600), so only our user can read it; ``fetch_tcp`` reads it.
 
 How a snapshot is taken: the monitor thread asks the loop to take it on its own thread
 (``call_soon_threadsafe``) and waits ``ANSWER_TIMEOUT`` seconds. If the loop does not answer it
@@ -30,8 +34,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hmac
+import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -176,14 +183,10 @@ class Monitor:
         if uid is not None and uid != os.getuid():
             conn.sendall(_encode({"ok": False, "error": "permission denied: not the same user"}))
             return
-        conn.settimeout(REQUEST_TIMEOUT)
-        request = b""
-        while b"\n" not in request and len(request) <= MAX_REQUEST:
-            chunk = conn.recv(MAX_REQUEST)
-            if not chunk:
-                break
-            request += chunk
-        command = request.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+        conn.sendall(_encode(self._reply(_read_request(conn))))
+
+    def _reply(self, command: str) -> dict[str, Any]:
+        """The JSON reply to one request line (already authenticated)."""
         if command == "ping":
             reply: dict[str, Any] = {"ok": True, "pid": os.getpid()}
         elif command == "snapshot":
@@ -193,7 +196,7 @@ class Monitor:
                 "ok": False,
                 "error": f"unknown command {command[:40]!r}; commands: {', '.join(COMMANDS)}",
             }
-        conn.sendall(_encode(reply))
+        return reply
 
     def snapshots(self) -> list[dict[str, Any]]:
         """A snapshot dict of every monitored loop that is still open."""
@@ -203,6 +206,18 @@ class Monitor:
                 continue
             out.append(take_snapshot(loop).to_dict())
         return out
+
+
+def _read_request(conn: socket.socket) -> str:
+    """The first line a client sends (bounded in size and time), stripped."""
+    conn.settimeout(REQUEST_TIMEOUT)
+    request = b""
+    while b"\n" not in request and len(request) <= MAX_REQUEST:
+        chunk = conn.recv(MAX_REQUEST)
+        if not chunk:
+            break
+        request += chunk
+    return request.split(b"\n", 1)[0].decode("ascii", "replace").strip()
 
 
 def take_snapshot(loop: asyncio.AbstractEventLoop, timeout: float = ANSWER_TIMEOUT) -> Snapshot:
@@ -399,3 +414,183 @@ def fetch_snapshots(pid: int, *, timeout: float = 5.0) -> list[Snapshot]:
         return [Snapshot.from_dict(item) for item in reply["loops"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise MonitorError(f"the monitor of pid {pid} sent an unexpected reply: {exc}") from exc
+
+
+# -- the loopback TCP variant ----------------------------------------------------------------
+
+
+def tcp_info_path(pid: int) -> str:
+    """Where the TCP monitor of process ``pid`` writes its address and token."""
+    return os.path.join(socket_dir(), f"monitor-{pid}.tcp")
+
+
+class TcpMonitor(Monitor):
+    """The monitor on a loopback TCP port; every request starts with a secret token.
+
+    A request is one line, ``TOKEN COMMAND``. Anyone on the machine can connect to a loopback
+    port, so the token is what keeps other users out: 256 random bits, compared in constant
+    time, readable only through the 0600 file in our private directory.
+
+    Args:
+        host: a loopback address (``127.0.0.1`` or ``::1``); anything else is refused.
+        port: the port; 0 picks a free one (``port`` holds the bound one after ``start``).
+        token: the secret; default a fresh ``secrets.token_hex(32)``.
+        info_path: where host, port and token are written; default ``tcp_info_path(pid)``.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address, or ``token`` is shorter than 32.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        info_path: str | None = None,
+    ) -> None:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(
+                f"host must be a loopback IP address such as '127.0.0.1', not {host!r}"
+            ) from None
+        if not address.is_loopback:
+            raise ValueError(
+                f"the TCP monitor listens on loopback only; {host!r} is not a loopback "
+                f"address (use '127.0.0.1' or '::1')"
+            )
+        if token is not None and len(token) < 32:
+            raise ValueError("token must be at least 32 characters; omit it to get a random one")
+        super().__init__(info_path or tcp_info_path(os.getpid()))
+        self.host = host
+        self.port = port
+        self.token = token if token is not None else secrets.token_hex(32)
+        self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+    def start(self) -> None:
+        """Listen on the loopback port, write the info file, start serving.
+
+        Raises:
+            PermissionError: the info directory is not private to this user.
+            OSError: the port cannot be bound.
+        """
+        _private_dir(os.path.dirname(self.path))
+        server = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            server.bind((self.host, self.port))
+            server.listen(8)
+        except BaseException:
+            server.close()
+            raise
+        self.port = server.getsockname()[1]
+        info = {"pid": os.getpid(), "host": self.host, "port": self.port, "token": self.token}
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.replace(temporary, self.path)
+        self._server = server
+        self._thread = threading.Thread(target=self._serve, name="tidal-monitor-tcp", daemon=True)
+        self._thread.start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        token, _, command = _read_request(conn).partition(" ")
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            conn.sendall(_encode({"ok": False, "error": "permission denied: bad or missing token"}))
+            return
+        conn.sendall(_encode(self._reply(command.strip())))
+
+
+_tcp_monitor: TcpMonitor | None = None
+
+
+def _watch_new_loop_tcp(loop: Any) -> None:
+    if _tcp_monitor is not None:
+        _tcp_monitor.add_loop(loop)
+
+
+def enable_tcp(
+    loop: asyncio.AbstractEventLoop | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> TcpMonitor:
+    """Turn on this process's loopback TCP monitor (idempotent) and return it.
+
+    Serves the same loops as ``enable`` would (``loop``, or every tidal loop from now on);
+    clients need the token from ``tcp_info_path(pid)`` (``fetch_tcp`` reads it).
+
+    Raises:
+        ValueError, PermissionError, OSError: see ``TcpMonitor``.
+    """
+    global _tcp_monitor
+    with _monitor_lock:
+        if _tcp_monitor is None:
+            monitor = TcpMonitor(host, port)
+            monitor.start()
+            _tcp_monitor = monitor
+            atexit.register(disable_tcp)
+            if loop is None:
+                add_loop_watcher(_watch_new_loop_tcp)
+        monitor = _tcp_monitor
+    target = loop if loop is not None else asyncio.events._get_running_loop()
+    if target is not None:
+        monitor.add_loop(target)
+    return monitor
+
+
+def disable_tcp() -> None:
+    """Turn the TCP monitor off and remove its info file (no error if it is off)."""
+    global _tcp_monitor
+    with _monitor_lock:
+        monitor, _tcp_monitor = _tcp_monitor, None
+    if monitor is not None:
+        remove_loop_watcher(_watch_new_loop_tcp)
+        atexit.unregister(disable_tcp)
+        monitor.stop()
+
+
+def fetch_tcp(
+    pid: int, command: str = "snapshot", *, info_path: str | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Ask the TCP monitor of process ``pid`` for ``command``, with the token from its file.
+
+    Raises:
+        MonitorError: no TCP monitor info for ``pid``, or the monitor refused or went away.
+    """
+    path = info_path or tcp_info_path(pid)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        host, port, token = str(info["host"]), int(info["port"]), str(info["token"])
+    except FileNotFoundError:
+        raise MonitorError(
+            f"no tidal TCP monitor for pid {pid} (looked for {path}); "
+            f"call tidal.observe.monitor.enable_tcp() in it"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MonitorError(f"cannot read the TCP monitor's info file {path}: {exc}") from exc
+    return fetch_address(host, port, token, command, timeout=timeout)
+
+
+def fetch_address(
+    host: str, port: int, token: str, command: str = "snapshot", *, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Send ``TOKEN COMMAND`` to a TCP monitor at ``host:port``; return its JSON reply.
+
+    Raises:
+        MonitorError: it cannot be reached, or it refused the request.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.sendall(f"{token} {command}\n".encode("ascii"))
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise MonitorError(f"cannot talk to the tidal TCP monitor at {host}:{port}: {exc}") from exc
+    try:
+        reply: dict[str, Any] = json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise MonitorError(f"the monitor at {host}:{port} sent a malformed reply") from exc
+    if not reply.get("ok"):
+        raise MonitorError(str(reply.get("error", "the monitor refused the request")))
+    return reply
