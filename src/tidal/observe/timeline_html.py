@@ -212,18 +212,19 @@ body {
   font: 13px/1.35 system-ui, sans-serif; margin: 0; padding: 12px 16px 8px; box-sizing: border-box;
   color: #222; background: #fff; display: flex; flex-direction: column;
 }
-h1 { font-size: 17px; margin: 0 0 4px; }
-.summary { color: #555; margin-bottom: 6px; }
+header { margin-bottom: 6px; }
+h1 { font-size: 17px; margin: 0 8px 0 0; display: inline; }
+.summary { color: #555; }
 .toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 10px; margin-bottom: 6px; }
 .toolbar input[type=search] { width: 240px; padding: 2px 6px; }
 .toolbar button { min-width: 28px; }
 #range, #count { color: #555; }
-.legend { margin: 0 0 8px; display: flex; flex-wrap: wrap; gap: 4px 14px; }
+.legend { margin: 0 0 6px; display: flex; flex-wrap: wrap; gap: 2px 12px; font-size: 12px; }
 .key i {
   display: inline-block; width: 14px; height: 10px; margin-right: 5px;
   vertical-align: middle; border-radius: 2px;
 }
-#chart { flex: 1; min-height: 120px; display: flex; flex-direction: column;
+#chart { flex: 0 1 auto; min-height: 100px; display: flex; flex-direction: column;
          border-top: 1px solid #ccc; }
 #axis { display: flex; flex: none; height: 22px; border-bottom: 1px solid #bbb; cursor: zoom-in; }
 #axis .label { flex: 0 0 240px; color: #777; font-size: 11px; padding: 4px 0 0; }
@@ -232,7 +233,7 @@ h1 { font-size: 17px; margin: 0 0 4px; }
   position: absolute; top: 4px; height: 18px; padding-left: 3px; white-space: nowrap;
   font-size: 11px; color: #555; border-left: 1px solid #999;
 }
-#body { position: relative; flex: 1; min-height: 0; }
+#body { position: relative; flex: 0 1 auto; min-height: 50px; }
 #grid { position: absolute; top: 0; bottom: 0; left: 240px; overflow: hidden;
         pointer-events: none; }
 .gridline { position: absolute; top: 0; bottom: 0; width: 0; border-left: 1px solid #ececec; }
@@ -254,7 +255,7 @@ h1 { font-size: 17px; margin: 0 0 4px; }
 .label .dot { flex: none; width: 8px; height: 8px; margin-top: 5px; border-radius: 50%; }
 .label a { flex: none; color: #1a5fb4; font-size: 11px; text-decoration: none; }
 .lane.internal .label b { color: #888; font-weight: 400; }
-.track { position: relative; height: 24px; box-sizing: border-box;
+.track { position: relative; height: 24px; box-sizing: border-box; overflow: hidden;
          border-bottom: 1px solid #eee; }
 .lane-loop .track, .lane-thread .track { background: rgba(0, 0, 0, .02); }
 .seg { position: absolute; top: 4px; bottom: 4px; min-width: 1px; border-radius: 2px; }
@@ -269,7 +270,7 @@ h1 { font-size: 17px; margin: 0 0 4px; }
 #tip.pinned { pointer-events: auto; user-select: text; box-shadow: 0 2px 10px rgba(0,0,0,.4); }
 #tip a { color: #9cd0ff; cursor: pointer; }
 #tip .close { float: right; margin-left: 10px; cursor: pointer; color: #ccc; }
-#help { color: #777; font-size: 12px; }
+#help { color: #777; margin-left: auto; }
 """
 
 # Draws the rows in view, the axis and the grid; handles zoom, pan, search, filters, tooltips.
@@ -289,8 +290,8 @@ _SCRIPT: Final = r"""
   }
   const $ = (id) => document.getElementById(id);
   const viewport = $("viewport"), spacer = $("spacer"), axis = $("axis"), ticks = $("ticks");
-  const grid = $("grid"), tip = $("tip"), search = $("search"), stateFilter = $("state-filter");
-  const showInternal = $("show-internal");
+  const body = $("body"), grid = $("grid"), tip = $("tip"), search = $("search");
+  const stateFilter = $("state-filter"), showInternal = $("show-internal");
   const view = { start: 0, end: total };
   let shown = [], flashId = -1, pinned = null, drag = null, queued = false;
 
@@ -301,9 +302,11 @@ _SCRIPT: Final = r"""
     return node;
   }
 
-  function fmt(seconds, step) {
-    // Seconds as text, with as many decimals as the tick step needs.
-    const unit = step >= 1 ? [1, "s"] : step >= 1e-3 ? [1e3, "ms"] : [1e6, "µs"];
+  function fmt(seconds, step, ref) {
+    // Seconds as text in the unit that suits ``ref`` (default: the value), with as many
+    // decimals as a difference of ``step`` needs.
+    const big = Math.abs(ref === undefined ? seconds : ref);
+    const unit = big >= 1 ? [1, "s"] : big >= 1e-3 ? [1e3, "ms"] : [1e6, "µs"];
     const digits = Math.max(0, Math.min(9, -Math.floor(Math.log10(step * unit[0] * 1.0001))));
     return (seconds * unit[0]).toFixed(digits) + " " + unit[1];
   }
@@ -334,6 +337,7 @@ _SCRIPT: Final = r"""
     const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
     shown = lanes.filter((lane) => matches(lane, words, stateFilter.value));
     spacer.style.height = shown.length * ROW + "px";
+    body.style.height = Math.max(2, shown.length) * ROW + 2 + "px";  // shrinks to the window
     viewport.dataset.shown = String(shown.length);
     $("count").textContent = shown.length + " of " + lanes.length + " lanes";
     schedule();
@@ -354,7 +358,8 @@ _SCRIPT: Final = r"""
     for (let k = Math.ceil(view.start / step - 1e-9); k * step <= view.end + step * 1e-9; k++) {
       const x = (k * step - view.start) * scale;
       if (x > w) break;
-      const tick = el("div", "tick", fmt(k * step, step));
+      // A label that would be cut at the right edge is left out; its line stays.
+      const tick = el("div", "tick", x < w - 40 ? fmt(k * step, step, view.end) : "");
       tick.style.left = x + "px";
       ticks.appendChild(tick);
       const line = el("div", "gridline");
@@ -369,7 +374,7 @@ _SCRIPT: Final = r"""
     spacer.replaceChildren(rows);
     viewport.dataset.viewStart = String(view.start);
     viewport.dataset.viewEnd = String(view.end);
-    $("range").textContent = "showing " + fmt(view.start, step / 10) + " to "
+    $("range").textContent = "showing " + fmt(view.start, step / 10, view.end) + " to "
       + fmt(view.end, step / 10) + " of " + fmtSpan(total);
   }
 
@@ -414,15 +419,18 @@ _SCRIPT: Final = r"""
     }
     let i = lo;
     while (i > 0 && lo - i < 64 && s[(i - 1) * 4 + 1] >= t0) i--;
-    let last = null;
+    // Neighbours of one state less than a pixel apart merge; a segment under a pixel wide
+    // that falls in the pixel of the one before (itself under a pixel) is counted into it.
+    // Every other segment is drawn, at least a pixel wide, starting where the last one ends.
+    let last = null, drawnTo = -Infinity;
     for (; i < n; i++) {
       const a = s[i * 4], b = s[i * 4 + 1], state = s[i * 4 + 2];
       if (a > t1) break;
       if (b < t0) continue;
       const mark = b <= a;
       const x0 = Math.max(-4, (a - t0) * scale), x1 = Math.min(w + 4, (b - t0) * scale);
-      if (last && !mark && !last.mark && x0 - last.x1 < 1
-          && (last.state === state || (x1 - x0 < 1 && x1 <= Math.floor(last.x1) + 1))) {
+      if (last && !mark && !last.mark && x0 - last.x1 < 1 && (last.state === state
+          || (x1 - x0 < 1 && x1 <= Math.max(last.x0 + 1, last.x1)))) {
         last.x1 = Math.max(last.x1, x1);
         last.count++;
         continue;
@@ -435,8 +443,12 @@ _SCRIPT: Final = r"""
     function place(item) {
       const seg = el("div", "seg s-" + states[item.state][0]
         + (item.mark ? " mark" : item.x1 - item.x0 >= 3 ? " wide" : ""));
-      seg.style.left = item.x0 + "px";
-      if (!item.mark) seg.style.width = Math.max(1, item.x1 - item.x0) + "px";
+      const left = item.mark ? item.x0 : Math.max(item.x0, Math.min(drawnTo, item.x1 - 1));
+      seg.style.left = left + "px";
+      if (!item.mark) {
+        seg.style.width = Math.max(1, item.x1 - left) + "px";
+        drawnTo = left + Math.max(1, item.x1 - left);
+      }
       seg.dataset.lane = String(lane.id);
       seg.dataset.seg = String(item.first);
       if (item.count > 1) seg.dataset.n = String(item.count);
@@ -663,15 +675,14 @@ _SCRIPT: Final = r"""
 
   applyFilters();
   render();
-  viewport.focus();
+  viewport.focus({ preventScroll: true });
 })();
 """
 
 _PAGE: Final = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{style}{css_states}</style></head><body>
-<h1>{title}</h1>
-<div class="summary">{summary}</div>
+<header><h1>{title}</h1> <span class="summary">{summary}</span></header>
 <div class="toolbar">
 <input id="search" type="search" placeholder="filter lanes: task or coroutine name ( / )"
  aria-label="filter lanes by name">
@@ -681,10 +692,9 @@ _PAGE: Final = """<!DOCTYPE html>
 <button id="zoom-out" title="zoom out (-, S, Shift+double-click)">&minus;</button>
 <button id="zoom-reset" title="the whole recording (0)">all</button>
 <span id="range"></span> <span id="count"></span>
-<span id="help">drag or arrows to pan &middot; Ctrl+wheel or wheel on the axis to zoom
-&middot; click to pin</span>
 </div>
-<div class="legend">{legend}</div>
+<div class="legend">{legend}<span id="help">drag or arrows: pan &middot; Ctrl+wheel,
+wheel on the axis, + and -: zoom &middot; click: pin</span></div>
 <div id="chart">
 <div id="axis"><div class="label">time since start</div><div id="ticks"></div></div>
 <div id="body"><div id="grid"></div><div id="viewport" tabindex="0"><div id="spacer"></div>
