@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -462,3 +463,201 @@ def test_busy_tasks_do_not_starve_io(arun: Run, pair: tuple[socket.socket, socke
         return spins
 
     assert arun(main()) > 0
+
+
+# -- descriptors after a blocked operation completed ------------------------------------------
+# tidal parks the (disarmed, one-shot) epoll entry of a completed operation instead of deleting
+# it (net/sockops.py, io/epoll.py). To every caller the descriptor must look unwatched, and a
+# closed socket's number, reused by a new socket, must never get the old socket's events.
+
+
+async def blocked_recv(
+    loop: asyncio.AbstractEventLoop, sender: socket.socket, sock: socket.socket
+) -> None:
+    """A sock_recv on ``sock`` that has to wait for its data, so it completes from an event."""
+    receiving = asyncio.ensure_future(loop.sock_recv(sock, 100))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    sender.send(b"ping")
+    assert await receiving == b"ping"
+
+
+def socketpair_at(fd: int) -> tuple[socket.socket, socket.socket]:
+    """A new non-blocking socketpair whose first socket has descriptor number ``fd``."""
+    c, d = socket.socketpair()
+    c.setblocking(False)
+    d.setblocking(False)
+    if c.fileno() != fd:  # something else took the lowest number meanwhile
+        c.close()
+        d.close()
+        pytest.fail(f"descriptor {fd} was not reused (got {c.fileno()})")
+    return c, d
+
+
+def test_completed_operations_leave_the_socket_unwatched(
+    arun: Run, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = pair
+
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        await blocked_recv(loop, a, b)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        payload = b"x" * (1 << 20)
+        sending = asyncio.ensure_future(loop.sock_sendall(a, payload))  # has to wait for room
+        got = 0
+        while got < len(payload):
+            got += len(await loop.sock_recv(b, 65536))
+        await sending
+        await asyncio.sleep(0)
+        return loop.remove_reader(b), loop.remove_writer(a)
+
+    assert arun(main()) == (False, False)
+
+
+@pytest.mark.parametrize("duplicated", [False, True], ids=["closed", "closed-with-dup"])
+def test_reused_descriptor_gets_no_stale_callback(
+    arun: Run, pair: tuple[socket.socket, socket.socket], duplicated: bool
+) -> None:
+    """Close a socket right after a blocked sock_recv on it; a new socket gets its number."""
+    a, b = pair
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        await blocked_recv(loop, a, b)
+        fd = b.fileno()
+        keep = b.dup() if duplicated else None  # the old file stays open under another number
+        b.close()
+        c, d = socketpair_at(fd)
+        calls: list[str] = []
+        fired = loop.create_future()
+
+        def readable() -> None:
+            calls.append(c.recv(100).decode())
+            if not fired.done():
+                fired.set_result(None)
+
+        try:
+            loop.add_reader(c, readable)
+            if keep is not None:
+                a.send(b"old")  # readable data on the old file, which is not watched any more
+            await asyncio.sleep(0.05)
+            assert calls == []
+            d.send(b"new")
+            await asyncio.wait_for(fired, 5)
+            loop.remove_reader(c)
+            return calls
+        finally:
+            c.close()
+            d.close()
+            if keep is not None:
+                keep.close()
+
+    assert arun(main()) == ["new"]
+
+
+@pytest.mark.parametrize("duplicated", [False, True], ids=["closed", "closed-with-dup"])
+def test_sock_recv_on_a_reused_descriptor(
+    arun: Run, pair: tuple[socket.socket, socket.socket], duplicated: bool
+) -> None:
+    a, b = pair
+
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        await blocked_recv(loop, a, b)
+        fd = b.fileno()
+        keep = b.dup() if duplicated else None
+        b.close()
+        c, d = socketpair_at(fd)
+        try:
+            if keep is not None:
+                a.send(b"old")
+            await blocked_recv(loop, d, c)  # waits on the new socket under the old number
+            await blocked_recv(loop, d, c)  # and once more on its own parked entry
+            if keep is None:
+                return []
+            return [await loop.sock_recv(keep, 10)]  # the old file's data is still there
+        finally:
+            c.close()
+            d.close()
+            if keep is not None:
+                keep.close()
+
+    assert arun(main()) == ([b"old"] if duplicated else [])
+
+
+def test_add_reader_and_transport_after_a_blocked_sock_recv(
+    arun: Run, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """The same socket, watched by add_reader and then a transport after sock_recv waited."""
+    a, b = pair
+
+    async def main() -> tuple[bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        await blocked_recv(loop, a, b)
+        got: asyncio.Future[bytes] = loop.create_future()
+        loop.add_reader(b, lambda: got.done() or got.set_result(b.recv(100)))
+        a.send(b"reader")
+        first = await asyncio.wait_for(got, 5)
+        assert loop.remove_reader(b)
+        await blocked_recv(loop, a, b)
+        received: asyncio.Future[bytes] = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                if not received.done():
+                    received.set_result(data)
+
+        transport, _ = await loop.connect_accepted_socket(Proto, b.dup())
+        try:
+            a.send(b"transport")
+            return first, await asyncio.wait_for(received, 5)
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+
+    assert arun(main()) == (b"reader", b"transport")
+
+
+def test_unread_data_on_an_idle_socket_does_not_busy_loop(
+    arun: Run, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Data arriving after the operation finished must not wake the loop again and again."""
+    a, b = pair
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await blocked_recv(loop, a, b)
+        a.send(b"unread")
+        start = time.process_time()
+        await asyncio.sleep(0.2)
+        return time.process_time() - start
+
+    assert arun(main()) < 0.1  # a spinning loop burns the whole 0.2 s
+
+
+def test_tidal_parks_a_completed_one_shot_registration(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """tidal beyond asyncio: the second wait on a socket re-arms its parked epoll entry."""
+    import tidal
+    from tidal.io.epoll import EpollPoller
+
+    a, b = pair
+    loop = tidal.new_event_loop()
+    try:
+        poller = loop._poller  # type: ignore[attr-defined]
+        if type(poller) is not EpollPoller:
+            pytest.skip("one-shot registrations need the epoll poller")
+
+        async def main() -> None:
+            await blocked_recv(loop, a, b)
+            assert b.fileno() in poller._parked and b.fileno() not in poller.get_map()
+            assert loop._io_registrations == 0  # type: ignore[attr-defined]
+            await blocked_recv(loop, a, b)
+            assert b.fileno() in poller._parked
+
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()

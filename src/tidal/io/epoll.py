@@ -31,8 +31,20 @@ Some facts about epoll this relies on:
 - ``epoll.poll`` retries on EINTR by itself (PEP 475) and rounds its timeout down to whole
   milliseconds, so the timeout is rounded *up* here: a turn never wakes before its timer is due.
 
-Invariant: a descriptor is in ``_table`` exactly while it is registered with ``_epoll``
-(``unregister`` removes it from the table even when the kernel had already dropped it).
+One-shot registrations (``register_oneshot``, for the loop's one-shot socket operations in
+net/sockops.py): the kernel entry carries EPOLLONESHOT, so after it reported one event it stays
+in the epoll set but is disarmed and reports nothing until re-armed. Such an entry, once it
+fired, can be *parked* (``park``): dropped from the table with no syscall, and re-armed later
+with one ``epoll_ctl(MOD)`` instead of an ADD now and a DEL later. A parked entry is safe
+whatever happens to its descriptor meanwhile, because it is silent: closed (the kernel drops
+it), closed while a duplicate keeps the file open (it stays, disarmed, and never reports under
+the reused number), or reused by a new file (epoll keys entries by file *and* number, so an
+ADD for the new file succeeds, and a MOD fails with ENOENT and falls back to ADD). Any register
+of a number whose file still has a parked entry gets EEXIST and falls back to MOD.
+
+Invariant: a descriptor is in ``_table`` exactly while it is registered and armed with
+``_epoll`` (``unregister`` removes it from the table even when the kernel had already dropped
+it); a descriptor in ``_parked`` is not in ``_table`` and may have a disarmed kernel entry.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from .poller import EVENT_READ, EVENT_WRITE
 
 _EPOLLIN: Final = select.EPOLLIN
 _EPOLLOUT: Final = select.EPOLLOUT
+_EPOLLONESHOT: Final = select.EPOLLONESHOT
 _NOT_EPOLLIN: Final = ~select.EPOLLIN
 _NOT_EPOLLOUT: Final = ~select.EPOLLOUT
 _ALL_EVENTS: Final = EVENT_READ | EVENT_WRITE
@@ -58,13 +71,14 @@ def _to_epoll(events: int) -> int:
 class Registration:
     """One registered descriptor; duck-compatible with ``selectors.SelectorKey``."""
 
-    __slots__ = ("data", "events", "fd", "fileobj")
+    __slots__ = ("data", "events", "fd", "fileobj", "oneshot")
 
     def __init__(self, fileobj: Any, fd: int, events: int, data: Any) -> None:
         self.fileobj = fileobj  # what the caller registered: an int or an object with fileno()
         self.fd = fd  # its descriptor number, the key of the table
         self.events = events  # EVENT_READ | EVENT_WRITE bits asked for
         self.data = data  # the caller's data (the scheduler's (reader, writer) pair)
+        self.oneshot = False  # the kernel entry has EPOLLONESHOT (register_oneshot)
 
     def __repr__(self) -> str:
         return (
@@ -80,6 +94,7 @@ class EpollPoller:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._table: dict[int, Registration] = {}  # fd -> its registration (module invariant)
+        self._parked: set[int] = set()  # fds whose fired one-shot entry may still be in the set
 
     def fileno(self) -> int:
         """The epoll instance's own descriptor."""
@@ -122,9 +137,60 @@ class EpollPoller:
         fd = self._fd(fileobj)
         if fd in self._table:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        self._epoll.register(fd, _to_epoll(events))
+        self._parked.discard(fd)
+        try:
+            self._epoll.register(fd, _to_epoll(events))
+        except FileExistsError:  # a parked one-shot entry of this same file: re-arm it
+            self._epoll.modify(fd, _to_epoll(events))
         registration = self._table[fd] = Registration(fileobj, fd, events, data)
         return registration
+
+    def register_oneshot(self, fd: int, events: int, data: Any = None) -> Registration:
+        """Watch descriptor ``fd`` for one report of ``events`` (EPOLLONESHOT).
+
+        After the report the registration stays in the table but the kernel entry is
+        disarmed: ``rearm`` to wait again, ``park`` or ``unregister`` when done.
+
+        Raises:
+            KeyError: ``fd`` is already registered.
+            OSError: epoll refused it.
+        """
+        if fd in self._table:
+            raise KeyError(f"FD {fd} is already registered")
+        mask = _to_epoll(events) | _EPOLLONESHOT
+        if fd in self._parked:  # most likely its own parked entry: one MOD re-arms it
+            self._parked.discard(fd)
+            try:
+                self._epoll.modify(fd, mask)
+            except FileNotFoundError:  # closed since, or another file now: a new entry
+                self._epoll.register(fd, mask)
+        else:
+            try:
+                self._epoll.register(fd, mask)
+            except FileExistsError:
+                self._epoll.modify(fd, mask)
+        registration = self._table[fd] = Registration(fd, fd, events, data)
+        registration.oneshot = True
+        return registration
+
+    def rearm(self, fd: int) -> None:
+        """Re-arm the one-shot registration of ``fd`` after it reported an event."""
+        registration = self._table[fd]
+        if registration.oneshot:
+            self._epoll.modify(fd, _to_epoll(registration.events) | _EPOLLONESHOT)
+
+    def park(self, fd: int) -> bool:
+        """Drop the one-shot registration of ``fd``, which has reported its event, no syscall.
+
+        The caller guarantees the entry fired and was not re-armed since. Returns False (and
+        changes nothing) if ``fd``'s registration is not one-shot: unregister it instead.
+        """
+        registration = self._table.get(fd)
+        if registration is None or not registration.oneshot:
+            return False
+        del self._table[fd]
+        self._parked.add(fd)
+        return True
 
     def unregister(self, fileobj: Any) -> Registration:
         """Stop watching ``fileobj``; return its last registration.
@@ -154,13 +220,14 @@ class EpollPoller:
         registration = self._table.get(fd)
         if registration is None:
             raise KeyError(f"{fileobj!r} is not registered")
-        if events != registration.events:
-            try:
+        if events != registration.events or registration.oneshot:
+            try:  # a one-shot entry becomes an ordinary (and armed) one here
                 self._epoll.modify(fd, _to_epoll(events))
             except BaseException:
                 del self._table[fd]  # as selectors does: a failed modify unregisters
                 raise
             registration.events = events
+            registration.oneshot = False
         registration.data = data
         return registration
 
@@ -205,4 +272,5 @@ class EpollPoller:
     def close(self) -> None:
         """Release the epoll descriptor and forget every registration."""
         self._table.clear()
+        self._parked.clear()
         self._epoll.close()

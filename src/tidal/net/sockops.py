@@ -14,8 +14,8 @@ How one operation runs (the same contract as asyncio's selector loop):
       v
     _IOWaiter: a Future + Handle(callback) registered for the event
       | descriptor ready: callback retries the syscall
-      |   would block again -> stay registered
-      |   done / failed     -> unregister, then set the waiter's result / exception
+      |   would block again -> stay registered (re-armed)
+      |   done / failed     -> unregister (or park), then set the result / exception
       | the awaiting task is cancelled
       v
     the Future's done callback unregisters, so the socket is usable by the next call
@@ -27,7 +27,13 @@ Invariants:
 
 Speed: asyncio's done callback unregisters one turn after every blocked operation; tidal
 unregisters before completing the Future and drops the callback, so only cancellation pays
-for it.
+for it. With the epoll poller a waiter that is the descriptor's only watcher registers one-shot
+(EPOLLONESHOT) and, once its event fired and the operation is done, *parks* the kernel entry
+instead of deleting it (io/epoll.py): the next blocked operation on that socket re-arms it with
+one ``epoll_ctl`` instead of two (ADD now, DEL later). A parked entry is disarmed, so it is safe
+when the socket is closed, duplicated or its number reused before then (io/epoll.py says why);
+to the loop it is unregistered (``remove_reader`` returns False, as on asyncio). A cancelled
+operation, whose entry may still be armed, unregisters as before.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ try:
     _SSLSocket: type | None = _ssl.SSLSocket
 except ImportError:  # pragma: no cover - Python built without ssl
     _SSLSocket = None
+
+try:
+    from ..io.epoll import EpollPoller as _EpollPoller
+except (ImportError, AttributeError):  # pragma: no cover - no epoll on this system
+    _EpollPoller = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from ..loop import EventLoop
@@ -150,7 +161,7 @@ class _IOWaiter:
     unregisters first and removes that callback, which saves a callback and a turn.
     """
 
-    __slots__ = ("_done_entry", "_io_event", "_io_fd", "_io_handle", "_loop", "fut")
+    __slots__ = ("_done_entry", "_io_event", "_io_fd", "_io_handle", "_loop", "_oneshot", "fut")
 
     def __init__(self, loop: EventLoop, fd: int, event: int) -> None:
         self._loop = loop
@@ -159,24 +170,45 @@ class _IOWaiter:
         self._io_event = event  # EVENT_READ or EVENT_WRITE
         self._io_handle: Handle | None = None  # the registered callback; None once released
         self._done_entry: Any = None  # our (callback, context) entry in fut._callbacks
+        self._oneshot = False  # registered with poller.register_oneshot (see the module doc)
 
     def _arm(self, callback: Callable[..., object], *args: Any) -> None:
         context = _copy_context()
-        handle = Handle(callback, (self, *args), self._loop, context)
+        loop = self._loop
+        handle = Handle(callback, (self, *args), loop, context)
         self._io_handle = handle
-        watch(self._loop, self._io_fd, self._io_event, handle)
+        fd, event = self._io_fd, self._io_event
+        poller = loop._poller
+        if type(poller) is _EpollPoller and fd not in poller.get_map():
+            data = (handle, None) if event == EVENT_READ else (None, handle)
+            poller.register_oneshot(fd, event, data)
+            loop._io_registrations += 1
+            self._oneshot = True
+        else:  # someone else watches fd too (or not the epoll poller): an ordinary registration
+            watch(loop, fd, event, handle)
         entry = self._done_entry = (self._on_cancelled, context)
         self.fut._callbacks.append(entry)  # first in line: nobody else has the future yet
 
-    def _on_cancelled(self, fut: Future[Any]) -> None:
-        self._release()
+    def _again(self) -> None:
+        """The event fired but the operation must wait more: re-arm a one-shot registration."""
+        if self._oneshot:
+            self._loop._poller.rearm(self._io_fd)  # type: ignore[attr-defined]
 
-    def _release(self) -> None:
+    def _on_cancelled(self, fut: Future[Any]) -> None:
+        self._release(fired=False)
+
+    def _release(self, *, fired: bool = True) -> None:
+        # ``fired``: called from our own event callback, so a one-shot entry is disarmed and
+        # may be parked; a cancelled waiter's entry may still be armed and is deleted.
         handle = self._io_handle
         if handle is not None:
             self._io_handle = None
             if not handle._cancelled:  # else someone's add_reader replaced us: leave theirs
-                self._loop._remove_watcher(self._io_fd, self._io_event)
+                loop = self._loop
+                if fired and self._oneshot and loop._poller.park(self._io_fd):  # type: ignore[attr-defined]
+                    loop._io_registrations -= 1
+                else:
+                    loop._remove_watcher(self._io_fd, self._io_event)
         callbacks = self.fut._callbacks
         if callbacks and callbacks[0] is self._done_entry:
             del callbacks[0]
@@ -265,7 +297,8 @@ def _retry_ready(waiter: _IOWaiter, sock: socket.socket, op: Callable[[Any], Any
     try:
         result = op(sock)
     except _WOULD_BLOCK:
-        return  # spurious wake-up: stay registered
+        waiter._again()  # spurious wake-up: stay registered
+        return
     except FATAL_EXCEPTIONS:
         raise
     except BaseException as exc:
@@ -321,6 +354,7 @@ def _sendall_ready(
     try:
         start += sock.send(view[start:])
     except _WOULD_BLOCK:
+        waiter._again()
         return
     except FATAL_EXCEPTIONS:
         raise
@@ -332,6 +366,7 @@ def _sendall_ready(
         waiter._finish(None)
     else:
         pos[0] = start
+        waiter._again()
 
 
 async def sock_sendto(loop: EventLoop, sock: socket.socket, data: Any, address: Any) -> int:
@@ -374,7 +409,8 @@ def _connect_ready(waiter: _IOWaiter, sock: socket.socket, address: Any) -> None
         if err:
             raise OSError(err, f"Connect call failed {address}")
     except _WOULD_BLOCK:
-        return  # still connecting
+        waiter._again()  # still connecting
+        return
     except FATAL_EXCEPTIONS:
         raise
     except BaseException as exc:
@@ -405,6 +441,7 @@ def _accept_ready(waiter: _IOWaiter, sock: socket.socket) -> None:
         conn, address = sock.accept()
         conn.setblocking(False)
     except _WOULD_BLOCK:
+        waiter._again()
         return
     except FATAL_EXCEPTIONS:
         raise
