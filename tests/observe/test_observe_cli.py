@@ -168,7 +168,9 @@ def test_trace_writes_html_and_json(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == ["hello", "world"]
     assert "written to" in result.stderr
     page = html.read_text()
-    assert page.count('class="lane lane-task"') >= 3 and "say_after" in page
+    lanes = json.loads(page.split('id="timeline-data">', 1)[1].split("</script>", 1)[0])["lanes"]
+    assert sum(lane["kind"] == "task" and not lane["internal"] for lane in lanes) == 3
+    assert "say_after" in page
 
     trace = tmp_path / "out.json"
     result = _tidal("trace", "-o", str(trace), "--", str(script), "0")
