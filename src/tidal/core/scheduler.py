@@ -528,9 +528,19 @@ class Scheduler:
         self._poller.close()
         self._wakeup.close()
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+    def __del__(
+        self,
+        _warn: Callable[..., None] = warnings.warn,
+        _finalizing: Callable[[], bool] = sys.is_finalizing,
+    ) -> None:
         if not getattr(self, "_closed", True):
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if _finalizing():
+                # Interpreter shutdown (a loop never closed, kept by the policy until now): the
+                # modules close() needs may already be torn down (their globals are None) and no
+                # thread can start to reap a child. The process is ending; the OS closes our
+                # descriptors and init adopts our children. asyncio's loop prints nothing here.
+                return
             if not self.is_running():
                 self.close()
 
