@@ -30,11 +30,11 @@ async def equal_deadlines_racy() -> None:
     box: list[str] = []
 
     async def produce() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.01)
         box.append("config")
 
     async def consume() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.01)
         assert box, "consumer ran before producer: same deadline, unspecified order"
 
     await asyncio.gather(produce(), consume())
@@ -45,12 +45,12 @@ async def equal_deadlines_fixed() -> None:
     produced = asyncio.Event()
 
     async def produce() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.01)
         box.append("config")
         produced.set()
 
     async def consume() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.01)
         await produced.wait()
         assert box
 
