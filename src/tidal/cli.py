@@ -31,7 +31,7 @@ from typing import Any, Final, NoReturn
 
 PROG: Final = "python -m tidal"
 DEFAULT_TRACE_FILE: Final = "tidal-trace.html"
-TRACE_FORMATS: Final = {".html": "the timeline page", ".htm": "the timeline page", ".json": "JSON"}
+TRACE_SUFFIXES: Final = frozenset({".html", ".htm", ".json"})  # what Recording.save writes
 
 ENVIRONMENT: Final = """\
 environment variables:
@@ -244,9 +244,16 @@ def run_module(module: str, args: list[str]) -> None:
 
 # The frame that hands over to runpy: it and everything above it (the interpreter's runpy,
 # tidal/__main__.py or the console script, main(), a subcommand) belong to the launcher, and so
-# do the runpy frames below it, down to the program's first line.
-_HANDOVER: Final = frozenset({run_script.__code__, run_module.__code__})
+# do the runpy frames below it, down to the program's first line. Matched by directory and name
+# rather than code object, so that a compiled build of this module matches too.
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+_HANDOVER: Final = frozenset({run_script.__name__, run_module.__name__})
 _RUNPY_FILES: Final = frozenset({os.path.abspath(runpy.__file__), "<frozen runpy>"})
+
+
+def _is_handover(tb: types.TracebackType) -> bool:
+    code = tb.tb_frame.f_code
+    return code.co_name in _HANDOVER and os.path.dirname(code.co_filename) == _PACKAGE_DIR
 
 
 def program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -256,7 +263,7 @@ def program_traceback(tb: types.TracebackType | None) -> types.TracebackType | N
     traceback); ``tb`` unchanged if it does not pass through the handover at all.
     """
     node = tb
-    while node is not None and node.tb_frame.f_code not in _HANDOVER:
+    while node is not None and not _is_handover(node):
         node = node.tb_next
     if node is None:
         return tb
@@ -266,7 +273,7 @@ def program_traceback(tb: types.TracebackType | None) -> types.TracebackType | N
     return node
 
 
-_INSTRUMENTATION_DIR: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observe")
+_INSTRUMENTATION_DIR: Final = os.path.join(_PACKAGE_DIR, "observe")
 
 
 def _without_instrumentation(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -434,7 +441,7 @@ def _trace(args: list[str]) -> int:
 def _check_output(parser: argparse.ArgumentParser, output: str) -> None:
     """Refuse an output the recording could not be saved to, before the program runs."""
     suffix = os.path.splitext(output)[1].lower()
-    if suffix not in TRACE_FORMATS:
+    if suffix not in TRACE_SUFFIXES:
         parser.error(
             f"argument -o/--output: unknown format {suffix or '(no extension)'!r} for "
             f"{output!r}; use .html for the timeline page or .json for Chrome/Perfetto JSON"
