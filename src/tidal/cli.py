@@ -374,14 +374,14 @@ def _ps(args: list[str]) -> int:
     from .observe import commands
 
     ns = _ps_parser("ps").parse_args(args)
-    return commands.ps(ns.pid, tree=False, as_json=ns.json)
+    return commands.ps(ns.pid, tree=False, as_json=ns.json, prog=_prog())
 
 
 def _pstree(args: list[str]) -> int:
     from .observe import commands
 
     ns = _ps_parser("pstree").parse_args(args)
-    return commands.ps(ns.pid, tree=True, as_json=ns.json)
+    return commands.ps(ns.pid, tree=True, as_json=ns.json, prog=_prog())
 
 
 def _trace_parser() -> argparse.ArgumentParser:

@@ -19,15 +19,18 @@ from typing import Any
 from .tree import Snapshot, program_frames
 
 
-def ps(pid: int, *, tree: bool = False, as_json: bool = False) -> int:
-    """``python -m tidal ps PID`` (a table) or ``pstree PID``; return the exit status."""
+def ps(
+    pid: int, *, tree: bool = False, as_json: bool = False, prog: str = "python -m tidal"
+) -> int:
+    """``python -m tidal ps PID`` (a table) or ``pstree PID``; return the exit status.
+    Errors go to stderr, one line prefixed with ``prog``."""
     from .monitor import MonitorError, fetch_snapshots
     from .tree import format_table, format_tree
 
     try:
         snapshots = fetch_snapshots(pid)
     except MonitorError as exc:
-        sys.stderr.write(f"python -m tidal: {exc}\n")
+        sys.stderr.write(f"{prog}: {exc}\n")
         return 1
     if as_json:
         sys.stdout.write(json.dumps([snap.to_dict() for snap in snapshots], indent=1) + "\n")
