@@ -409,6 +409,11 @@ def test_to_thread_jobs_are_tied_to_the_task_that_submitted_them(impl: str) -> N
     assert len(jobs) == 1
     # The job is labelled with the function to_thread ran, not its context wrapper.
     assert jobs[0].tip.splitlines() == ["sleep", "submitted by task worker"]
+    # The task's wait for it says which job, on which thread.
+    waits = [s for s in rec.segments() if s.lane == task.id and s.state == "waiting"]
+    assert [s.tip.splitlines()[-1] for s in waits if s.end - s.start > 0.005] == [
+        f"executor job sleep on thread {thread.name}"
+    ]
 
 
 def test_every_task_lane_ends_even_when_task_ids_are_reused() -> None:

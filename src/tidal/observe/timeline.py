@@ -84,7 +84,7 @@ import types
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any, Final
 
@@ -958,6 +958,7 @@ class Recording:
         the poller), "callback" and "timer"; thread lanes show "job" or "job-failed".
         """
         per_lane: dict[int, list[Segment]] = {lane.id: [] for lane in self.lanes}
+        jobs: list[tuple[int, float, str, str]] = []  # (task lane, submitted, label, thread)
         open_wait: dict[int, tuple[float, str, str]] = {}  # lane -> (since, state, tip)
         ended: dict[int, tuple[float, str]] = {}
         origin = self.started
@@ -1003,6 +1004,8 @@ class Recording:
                 state = "job-failed" if failed else "job"
                 if task_lane >= 0:
                     label += f"\nsubmitted by task {self.lanes[task_lane].name}"
+                    first_line = label.split("\n", 1)[0]
+                    jobs.append((task_lane, event[7] - origin, first_line, self.lanes[lane].name))
                 per_lane[lane].append(Segment(lane, start, start + duration, state, label))
         end = self.duration
         for lane, (wait_start, state, tip) in open_wait.items():
@@ -1015,6 +1018,8 @@ class Recording:
         out: list[Segment] = []
         for lane_id in sorted(per_lane):
             out.extend(sorted(per_lane[lane_id], key=lambda s: (s.start, s.end)))
+        if jobs:
+            _name_job_waits(out, jobs)
         return out
 
     # -- exports ---------------------------------------------------------------------------
@@ -1123,6 +1128,28 @@ class Recording:
             text = json.dumps(self.to_chrome_trace())
         with open(name, "w", encoding="utf-8") as out:
             out.write(text)
+
+
+def _name_job_waits(segments: list[Segment], jobs: list[tuple[int, float, str, str]]) -> None:
+    """Add to a task's wait the executor job it waits for: the job was submitted in the step
+    just before the wait (``asyncio.to_thread``, ``await loop.run_in_executor``).
+
+    ``segments`` are in lane order, then time order (as ``Recording.segments`` returns them).
+    """
+    lanes: dict[int, tuple[list[int], list[float]]] = {}  # lane -> (indices, starts)
+    for index, seg in enumerate(segments):
+        entry = lanes.setdefault(seg.lane, ([], []))
+        entry[0].append(index)
+        entry[1].append(seg.start)
+    for task_lane, submitted, label, thread in jobs:
+        indices, starts = lanes.get(task_lane, ((), ()))
+        first = bisect.bisect_left(starts, submitted)
+        for index in indices[first : first + 4]:  # the step's end, then its wait
+            seg = segments[index]
+            if seg.state == "waiting":
+                note = f"executor job {label} on thread {thread}"
+                segments[index] = replace(seg, tip=f"{seg.tip}\n{note}" if seg.tip else note)
+                break
 
 
 @dataclass(frozen=True)
