@@ -637,6 +637,30 @@ def test_unread_data_on_an_idle_socket_does_not_busy_loop(
     assert arun(main()) < 0.1  # a spinning loop burns the whole 0.2 s
 
 
+def test_recv_and_sendall_waiting_on_one_socket_at_once(
+    arun: Run, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """A read and a write wait on the same descriptor together (one registration, two events)."""
+    a, b = pair
+    payload = os.urandom(2 * 1024 * 1024)
+
+    async def main() -> tuple[bytes, int, bool, bool]:
+        loop = asyncio.get_running_loop()
+        receiving = asyncio.ensure_future(loop.sock_recv(a, 100))  # waits for b's reply
+        sending = asyncio.ensure_future(loop.sock_sendall(a, payload))  # waits for room
+        await asyncio.sleep(0)
+        got = 0
+        while got < len(payload):
+            got += len(await loop.sock_recv(b, 65536))
+        await sending
+        await loop.sock_sendall(b, b"reply")
+        reply = await receiving
+        await asyncio.sleep(0)
+        return reply, got, loop.remove_reader(a), loop.remove_writer(a)
+
+    assert arun(main()) == (b"reply", len(payload), False, False)
+
+
 def test_tidal_parks_a_completed_one_shot_registration(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:

@@ -149,7 +149,8 @@ class EpollPoller:
         """Watch descriptor ``fd`` for one report of ``events`` (EPOLLONESHOT).
 
         After the report the registration stays in the table but the kernel entry is
-        disarmed: ``rearm`` to wait again, ``park`` or ``unregister`` when done.
+        disarmed: ``modify`` makes it an ordinary (armed) registration, ``park`` or
+        ``unregister`` drop it.
 
         Raises:
             KeyError: ``fd`` is already registered.
@@ -172,12 +173,6 @@ class EpollPoller:
         registration = self._table[fd] = Registration(fd, fd, events, data)
         registration.oneshot = True
         return registration
-
-    def rearm(self, fd: int) -> None:
-        """Re-arm the one-shot registration of ``fd`` after it reported an event."""
-        registration = self._table[fd]
-        if registration.oneshot:
-            self._epoll.modify(fd, _to_epoll(registration.events) | _EPOLLONESHOT)
 
     def park(self, fd: int) -> bool:
         """Drop the one-shot registration of ``fd``, which has reported its event, no syscall.

@@ -190,9 +190,16 @@ class _IOWaiter:
         self.fut._callbacks.append(entry)  # first in line: nobody else has the future yet
 
     def _again(self) -> None:
-        """The event fired but the operation must wait more: re-arm a one-shot registration."""
+        """The event fired but the operation must wait more (a spurious wake-up, a partial send).
+
+        A one-shot registration becomes an ordinary one (one ``epoll_ctl``): an operation that
+        waits twice may well wait many times, a large ``sock_sendall`` to a slow reader above all.
+        """
         if self._oneshot:
-            self._loop._poller.rearm(self._io_fd)  # type: ignore[attr-defined]
+            self._oneshot = False
+            poller = self._loop._poller
+            key = poller.get_key(self._io_fd)
+            poller.modify(self._io_fd, key.events, key.data)  # drops EPOLLONESHOT, re-arms
 
     def _on_cancelled(self, fut: Future[Any]) -> None:
         self._release(fired=False)
