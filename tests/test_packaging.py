@@ -1,7 +1,8 @@
 """What a user sees of the package before running it: metadata, license, and README links.
 
-The README's relative links must lead to files the sdist carries (MANIFEST.in grafts docs/ and
-includes CHANGELOG.md and LICENSE), so they work in the unpacked sdist as well as on GitHub.
+The README's and docs' relative links must lead to files the sdist carries (MANIFEST.in adds
+docs/, CHANGELOG.md, LICENSE and the benchmark scripts), so they work in the unpacked sdist as
+well as on GitHub.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-IN_SDIST = ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml")  # plus docs/, src/
+IN_SDIST = ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml")  # and see MANIFEST.in
 
 
 def _project() -> dict[str, object]:
@@ -51,6 +52,6 @@ def test_readme_and_docs_links_resolve_in_the_sdist() -> None:
             path = (page.parent / target.split("#", 1)[0]).resolve()
             assert path.exists(), f"{page.name}: broken link {target}"
             relative = path.relative_to(ROOT).as_posix()
-            assert relative in IN_SDIST or relative.startswith(("docs/", "src/")), (
-                f"{page.name}: {target} is not in the sdist (see MANIFEST.in)"
-            )
+            in_sdist = relative in IN_SDIST or relative.startswith(("docs/", "src/"))
+            in_sdist |= relative.startswith("benchmarks/") and relative.endswith((".py", ".md"))
+            assert in_sdist, f"{page.name}: {target} is not in the sdist (see MANIFEST.in)"
