@@ -349,7 +349,7 @@ class _LauncherFramesHidden:
 def _demo(args: list[str]) -> int:
     from .demo import main as demo_main
 
-    return demo_main(args)
+    return demo_main(args, prog=f"{_prog()} demo")
 
 
 def _ps_parser(command: str) -> argparse.ArgumentParser:

@@ -355,10 +355,8 @@ def _scale(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tidal demo", description=(__doc__ or "").split("\n")[0]
-    )
+def main(argv: list[str] | None = None, *, prog: str = "python -m tidal demo") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
     parser.add_argument(
         "--scale",
         type=_scale,
