@@ -26,7 +26,7 @@ import gc
 import inspect
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -142,13 +142,13 @@ def options_for(item: pytest.Item) -> Options | None:
         return None
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     if marker is not None and marker.args:
-        raise pytest.UsageError(
+        _refuse(
             f"{item.nodeid}: pytest.mark.tidal takes keyword arguments only "
             f"({', '.join(sorted(MARKER_KEYWORDS))}), got {marker.args!r}"
         )
     unknown = set(kwargs) - MARKER_KEYWORDS
     if unknown:
-        raise pytest.UsageError(
+        _refuse(
             f"{item.nodeid}: pytest.mark.tidal got unknown keyword(s) {sorted(unknown)}; "
             f"it takes {', '.join(sorted(MARKER_KEYWORDS))}"
         )
@@ -157,10 +157,10 @@ def options_for(item: pytest.Item) -> Options | None:
     try:
         check_options(virtual_time=virtual_time, autojump=autojump, seed=kwargs.get("seed"))
     except (TypeError, ValueError) as exc:
-        raise pytest.UsageError(f"{item.nodeid}: pytest.mark.tidal: {exc}") from None
+        _refuse(f"{item.nodeid}: pytest.mark.tidal: {exc}")
     fuzz = kwargs.get("fuzz", settings.fuzz or 0)
     if isinstance(fuzz, bool) or not isinstance(fuzz, int) or fuzz < 0:
-        raise pytest.UsageError(f"{item.nodeid}: pytest.mark.tidal: fuzz must be an int >= 0")
+        _refuse(f"{item.nodeid}: pytest.mark.tidal: fuzz must be an int >= 0")
     seed = settings.seed if settings.seed is not None else kwargs.get("seed")
     seeds: tuple[int | None, ...]
     if seed is not None:
@@ -171,6 +171,11 @@ def options_for(item: pytest.Item) -> Options | None:
         seeds = (None,)
     strict = kwargs.get("strict", settings.strict)
     return Options(bool(virtual_time), autojump, seeds, bool(strict))
+
+
+def _refuse(message: str) -> NoReturn:
+    """Fail the test (not the run) over a misuse, with ``message`` and no traceback."""
+    pytest.fail(message, pytrace=False)
 
 
 def _is_ours(item: pytest.Item) -> bool:
@@ -265,7 +270,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         and type(item).__module__.startswith("pytest_asyncio")
         and not _bridged(item)
     ):
-        raise pytest.UsageError(
+        _refuse(
             f"{item.nodeid}: pytest-asyncio runs this test, so pytest.mark.tidal can reach its "
             f"loop only in tidal mode: add --tidal (or tidal_mode = true in the ini file), "
             f"then pytest-asyncio takes its loops from tidal"
@@ -294,7 +299,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         _run_seed(pyfuncitem, state, state.shared_runner(), function, kwargs, seeds[0])
         return True
     if state.runner is not None:
-        raise pytest.UsageError(
+        _refuse(
             f"{pyfuncitem.nodeid}: fuzzing runs the test once per seed, each on a fresh loop, "
             f"but its async fixtures live on one loop; create those resources in the test "
             f"body, or replay one seed with --tidal-seed=SEED"
@@ -350,7 +355,7 @@ def pytest_fixture_setup(
     if state is None or not is_async or not _is_ours(item):  # type: ignore[arg-type]
         return (yield)
     if fixturedef.scope != "function":
-        raise pytest.UsageError(
+        _refuse(
             f"async fixture {fixturedef.argname!r} has scope {fixturedef.scope!r}; tidal runs "
             f"async fixtures on each test's own loop, so they must be function-scoped "
             f"(or use pytest-asyncio's loop_scope)"
