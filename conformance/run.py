@@ -932,6 +932,12 @@ def write_docs(
             add(f"- `{pattern}`")
         add("")
     DOCS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    # The anyio suite's section belongs to anyio_run.py: keep it as it is.
+    previous = DOCS_FILE.read_text() if DOCS_FILE.exists() else ""
+    begin, end = "<!-- anyio-suite:begin -->", "<!-- anyio-suite:end -->"
+    if begin in previous and end in previous:
+        section = begin + previous.split(begin, 1)[1].split(end, 1)[0] + end
+        out += ["", section, ""]
     DOCS_FILE.write_text("\n".join(out))
 
 
