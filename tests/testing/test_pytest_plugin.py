@@ -6,6 +6,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+# Each test runs pytest once or more in-process: over 0.25 s on this 2-core box.
+pytestmark = pytest.mark.slow
+
 # Every run disables pytest-asyncio unless the test turns it on, the cache, and Hypothesis'
 # plugin (its session start alone costs seconds, and none of these runs uses it).
 QUIET = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
@@ -306,7 +309,6 @@ def _line(source: str, tag: str) -> int:
     return next(n for n, text in enumerate(source.splitlines(), 1) if f"# LINE {tag}" in text)
 
 
-@pytest.mark.slow
 def test_strict_reports_each_leak_with_its_creation_site(pytester: pytest.Pytester) -> None:
     path = pytester.makepyfile(LEAKY)
     result = run(pytester, "--tidal-strict", "-p", "no:unraisableexception")
