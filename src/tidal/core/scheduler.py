@@ -534,14 +534,13 @@ class Scheduler:
         _finalizing: Callable[[], bool] = sys.is_finalizing,
     ) -> None:
         if not getattr(self, "_closed", True):
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if _finalizing():
                 # Interpreter shutdown (a loop never closed, kept by the policy until now): the
                 # modules close() needs may already be torn down (their globals are None) and no
-                # thread can start to reap a child. The process is ending; the OS closes our
-                # descriptors and init adopts our children. Say nothing, as asyncio's loop
-                # (which is never collected at exit, so never warns) says nothing.
+                # thread can start to reap a child. The process is ending: the OS closes our
+                # descriptors and init adopts our children.
                 return
-            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
                 self.close()
 
