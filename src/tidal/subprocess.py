@@ -54,6 +54,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -321,10 +322,15 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 info.append(f"{name}={pipe.pipe}")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+    def __del__(
+        self,
+        _warn: Callable[..., None] = warnings.warn,
+        _finalizing: Callable[[], bool] = sys.is_finalizing,
+    ) -> None:
         if not getattr(self, "_closed", True):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self.close()
+            if not _finalizing():  # at interpreter shutdown module globals may be gone
+                self.close()
 
     async def _connect_pipes(self, waiter: asyncio.Future[None] | None) -> None:
         # Through the loop's public methods (not the transport classes), so that anything that
@@ -653,6 +659,8 @@ def _reap_eventually(proc: subprocess.Popen[bytes]) -> None:
         if proc.returncode is None:
             _reap(proc)
         return
+    if sys.is_finalizing():
+        return  # no thread can start now (3.11 hangs trying); init adopts and reaps the child
     threading.Thread(
         target=_reap, args=(proc,), name=f"tidal-waitpid-{proc.pid}", daemon=True
     ).start()

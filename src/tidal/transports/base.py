@@ -31,6 +31,7 @@ import asyncio
 import contextvars
 import logging
 import socket
+import sys
 import warnings
 from asyncio.trsock import TransportSocket
 from typing import TYPE_CHECKING, Any, Final
@@ -159,10 +160,12 @@ class SocketTransportBase(WriteFlowControl, asyncio.BaseTransport):
             )
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn: Any = warnings.warn) -> None:
+    def __del__(self, _warn: Any = warnings.warn, _finalizing: Any = sys.is_finalizing) -> None:
         sock = getattr(self, "_sock", None)
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            if _finalizing():
+                return  # interpreter shutdown: module globals may be gone; the OS closes it
             sock.close()
             server = self._server
             if server is not None:

@@ -160,10 +160,16 @@ class _PipeEnd:
             info.extend(self._repr_state())
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+    def __del__(
+        self,
+        _warn: Callable[..., None] = warnings.warn,
+        _finalizing: Callable[[], bool] = sys.is_finalizing,
+    ) -> None:
         pipe = getattr(self, "_pipe", None)
         if pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            if _finalizing():
+                return  # interpreter shutdown: module globals may be gone; the OS closes it
             pipe.close()
 
     def get_protocol(self) -> asyncio.BaseProtocol:
