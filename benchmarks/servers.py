@@ -217,13 +217,15 @@ def readme_body(args: argparse.Namespace, samples: Samples, variants: list[str])
 
 README_INTRO: Final = """\
 Real servers, each in its own process pinned to one CPU, driven by Debian's `wrk` pinned to the
-other CPU (keep-alive connections, `GET /` answering 13 bytes of text): an aiohttp app, and a bare
-ASGI app on uvicorn with httptools. req/s: x asyncio's, higher is better; p99 latency and the
-server's CPU time per request (utime + stime from `/proc/<pid>/stat`): x asyncio's, lower is
-better. The machine has 2 cores shared with other work, so expect several percent of noise
-even on medians. Reproduce with `python benchmarks/servers.py -r 5 -d 3 --update-readme`
-(`benchmarks/servers.py --help`); `tidal-pure` runs with `TIDAL_PURE=1`, `tidal-compiled` is
-listed once a compiled build is installed (`tidal.COMPILED`)."""
+other CPU (keep-alive connections, `GET /` answering 13 bytes of text): an aiohttp app, and a
+bare ASGI app on uvicorn with httptools. req/s: x asyncio's, higher is better; p99 latency and
+the server's CPU time per request (utime + stime from `/proc/<pid>/stat`): x asyncio's, lower is
+better. The machine has 2 cores shared with other work: when req/s x CPU per request is well
+below 1, the server was waiting for its CPU, and req/s and p99 then say more about the machine's
+load than about the loop; CPU per request is the steadier figure. Reproduce with `python
+benchmarks/servers.py -r 5 -d 3 --update-readme` (`benchmarks/servers.py --help`); `tidal-pure`
+runs with `TIDAL_PURE=1`, `tidal-compiled` is listed once a compiled build is installed
+(`tidal.COMPILED`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
