@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +25,10 @@ _T = TypeVar("_T")
 
 # The prefix asyncio gives its default pool's threads; tools filter thread dumps by it.
 DEFAULT_THREAD_NAME_PREFIX = "asyncio"
+
+# The thread pools tidal created itself (default executors). Only these may be handed a wrapped
+# job when executor hooks listen; every other executor gets exactly what the caller passed.
+_own_pools: weakref.WeakSet[concurrent.futures.Executor] = weakref.WeakSet()
 
 
 def run_in_executor(
@@ -46,11 +51,16 @@ def run_in_executor(
             executor = concurrent.futures.ThreadPoolExecutor(
                 thread_name_prefix=DEFAULT_THREAD_NAME_PREFIX
             )
+            _own_pools.add(executor)
             loop._default_executor = executor
     hooks = loop._hooks
     if hooks is not None and (hooks.executor_job_started or hooks.executor_job_finished):
-        # Someone listens for executor jobs (observe/hooks.py): run func inside a wrapper.
-        return asyncio.wrap_future(executor.submit(hooks.wrap_job(func, args)), loop=loop)
+        # Someone listens for executor jobs (observe/hooks.py). Only our own pools run func
+        # inside a wrapper; any other executor gets func and args untouched (it may pickle
+        # them, or look at them), and the job is observed through its done callback.
+        if any(pool is executor for pool in _own_pools):  # identity: executors may be unhashable
+            return asyncio.wrap_future(executor.submit(hooks.wrap_job(func, args)), loop=loop)
+        return asyncio.wrap_future(hooks.submit_observed(executor, func, args), loop=loop)
     return asyncio.wrap_future(executor.submit(func, *args), loop=loop)
 
 

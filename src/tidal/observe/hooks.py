@@ -21,6 +21,7 @@ durations are seconds.
     after_io_wait(started, waited, events)    ``events``: how many descriptors were ready
     executor_job_started(job)           in the worker thread; ``job`` is an ExecutorJob
     executor_job_finished(job)          in the worker thread; job.finished is set
+                                        (other executors: see "Executor jobs" below)
     loop_closing(loop)                  the start of ``loop.close()``
 
 Task steps are seen where the loop runs them: phase 4 recognises a handle whose callback is a
@@ -38,6 +39,14 @@ What a hook costs:
   (``BatchRecorder.run_ready``, timeline.py), which reads the clock once per handle and appends
   one raw tuple; everything else is worked out when the recording stops.
 
+Executor jobs: observing must never change what is sent to an executor. Only tidal's own thread
+pools (the default executor tidal creates) run the job inside a wrapper, which emits both hooks
+in the worker thread. Any other executor gets ``func, *args`` untouched (a process pool or Dask's
+executor pickles them, and a wrapper cannot be pickled); there ``executor_job_started`` is
+emitted once the job is submitted (``job.started`` and ``job.thread`` stay None: when and where
+it starts is the executor's business) and ``executor_job_finished`` from the job's done callback,
+in whichever thread completes it.
+
 Batch recorders (``add_recorder``) are not observers of a hook: they see every handle phase 4
 runs, before it runs (``note``), and the end of each batch (``end_batch``). While one is the only
 thing listening per handle (and debug mode is off), phase 4 is handed to it whole.
@@ -54,6 +63,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
@@ -352,11 +363,14 @@ class Hooks:
             _spawning_loops.discard(self)
             _update_spawn_switch()
 
-    # -- executor jobs (threads.py calls this while someone listens) -----------------------
+    # -- executor jobs (threads.py calls these while someone listens) ----------------------
 
     def wrap_job(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], Any]:
         """Return a callable for ``executor.submit`` that runs ``func(*args)`` between the
-        ``executor_job_started`` and ``executor_job_finished`` hooks (in the worker thread)."""
+        ``executor_job_started`` and ``executor_job_finished`` hooks (in the worker thread).
+
+        Only for tidal's own thread pools: the callable is a closure, which cannot be pickled.
+        """
         job = ExecutorJob(func, perf_counter())
 
         def run_job() -> Any:
@@ -375,6 +389,31 @@ class Hooks:
                     self.emit("executor_job_finished", job)
 
         return run_job
+
+    def submit_observed(
+        self,
+        executor: concurrent.futures.Executor,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> concurrent.futures.Future[Any]:
+        """``executor.submit(func, *args)``, unchanged, for an executor tidal does not own;
+        the job is observed from outside (see "Executor jobs" in the module docstring)."""
+        submitted = perf_counter()
+        future = executor.submit(func, *args)
+        job = ExecutorJob(func, submitted)
+        if self.executor_job_started:
+            self.emit("executor_job_started", job)
+        future.add_done_callback(functools.partial(self._observed_job_done, job))
+        return future
+
+    def _observed_job_done(self, job: ExecutorJob, future: concurrent.futures.Future[Any]) -> None:
+        job.finished = perf_counter()
+        if future.cancelled():
+            job.error = concurrent.futures.CancelledError()
+        else:
+            job.error = future.exception()
+        if self.executor_job_finished:
+            self.emit("executor_job_finished", job)
 
     # -- the observed slow paths the loop enters while _instrumented is True -------------------
 
