@@ -65,6 +65,7 @@ def server_command(server: str, variant: str, workers: int, port: int) -> list[s
     return [
         str(bindir / "gunicorn"), APP, "--workers", str(workers),
         "--worker-class", GUNICORN_WORKERS[loop], "--no-control-socket",
+        "--timeout", "120",  # the default 30 s heartbeat kills workers on a loaded machine
         "--log-level", "warning", "--bind", f"127.0.0.1:{port}",
     ]  # fmt: skip
 
