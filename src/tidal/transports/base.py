@@ -81,6 +81,10 @@ class SocketTransportBase(WriteFlowControl, asyncio.BaseTransport):
     """A protocol driven by a non-blocking socket on a tidal loop (abstract: no reading)."""
 
     __slots__ = (
+        # An instance dict, so that a method can be replaced on a live transport
+        # (``transport.write = ...``), as asyncio's transports allow and test suites do. It is
+        # allocated only when something is stored in it; the fields below stay slots.
+        "__dict__",
         "__weakref__",
         "_buffer_size",  # bytes queued for writing (see module invariants)
         "_closing",  # close()/abort()/fatal error happened; no more reading

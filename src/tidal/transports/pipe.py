@@ -374,8 +374,11 @@ class ReadPipeTransport(_PipeEnd, asyncio.ReadTransport):
         self._stop_reading()
 
 
-class WritePipeTransport(_PipeEnd, WriteFlowControl, asyncio.WriteTransport):
+class WritePipeTransport(_PipeEnd, WriteFlowControl, asyncio.Transport):
     """The write end of a pipe, FIFO, character device or socket, with flow control.
+
+    A subclass of ``asyncio.Transport``, as asyncio's write pipe transport is: its reading
+    methods (``pause_reading``, ``resume_reading``, ``is_reading``) raise NotImplementedError.
 
     ``write()`` tries the descriptor at once and buffers only what it would not take; the
     protocol's ``pause_writing()`` runs when the buffer grows past the high-water mark and
