@@ -60,6 +60,11 @@ _WAIT_FOR_CLIENTS: Final = sys.version_info >= (3, 12)
 # 3.13 removes a Unix server's socket file on close (cleanup_socket=True by default).
 _CLEANUP_UNIX_SOCKET_DEFAULT: Final = sys.version_info >= (3, 13)
 
+# 3.13's create_server skips an address whose bind fails with EADDRNOTAVAIL (its family is
+# assumed disabled, bpo-30945) and words bind errors with str(err); 3.11 and 3.12 raise for
+# every failed bind, worded with err.strerror. tidal follows the running Python.
+_SKIP_UNAVAILABLE_ADDRESSES: Final = sys.version_info >= (3, 13)
+
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -67,6 +72,10 @@ class Server(asyncio.base_events.Server):
     """A listening server: ``serve_forever``, ``close``, ``wait_closed``, async context manager.
 
     ``close_clients()``/``abort_clients()`` (new in 3.13) are there on every Python version.
+    The private ``_attach``/``_detach`` that transports call have the running Python's
+    signature: no argument before 3.13 (connections are counted in ``_active_count``), the
+    transport from 3.13 on. tidal's transports pass themselves on every version, so that
+    ``close_clients()`` can find them.
     """
 
     def __init__(
@@ -84,6 +93,8 @@ class Server(asyncio.base_events.Server):
         self._sockets: list[socket.socket] | None = sockets
         # Weak, so an abandoned transport is still collected and warns about being unclosed.
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        if sys.version_info < (3, 13):
+            self._active_count = 0  # attached connections, tidal's and asyncio's transports
         self._waiters: list[asyncio.Future[None]] | None = []
         self._protocol_factory = protocol_factory
         self._backlog = backlog
@@ -100,13 +111,35 @@ class Server(asyncio.base_events.Server):
 
     # -- transports report in and out ----------------------------------------------------------
 
-    def _attach(self, transport: Any) -> None:
-        self._clients.add(transport)
+    if sys.version_info >= (3, 13):
 
-    def _detach(self, transport: Any) -> None:
-        self._clients.discard(transport)
-        if len(self._clients) == 0 and self._sockets is None:
-            self._wakeup()
+        def _attach(self, transport: Any) -> None:
+            self._clients.add(transport)
+
+        def _detach(self, transport: Any) -> None:
+            self._clients.discard(transport)
+            if len(self._clients) == 0 and self._sockets is None:
+                self._wakeup()
+
+        def _has_clients(self) -> bool:
+            return len(self._clients) > 0
+
+    else:
+
+        def _attach(self, transport: Any = None) -> None:
+            self._active_count += 1
+            if transport is not None:
+                self._clients.add(transport)
+
+        def _detach(self, transport: Any = None) -> None:
+            self._active_count -= 1
+            if transport is not None:
+                self._clients.discard(transport)
+            if self._active_count == 0 and self._sockets is None:
+                self._wakeup()
+
+        def _has_clients(self) -> bool:
+            return self._active_count > 0
 
     def _wakeup(self) -> None:
         waiters = self._waiters
@@ -150,7 +183,7 @@ class Server(asyncio.base_events.Server):
         if fut is not None and not fut.done():
             fut.cancel()
             self._serving_forever_fut = None
-        if len(self._clients) == 0 or not _WAIT_FOR_CLIENTS:
+        if not self._has_clients():
             self._wakeup()
 
     def close_clients(self) -> None:
@@ -447,6 +480,10 @@ def _bind_server_sockets(
             try:
                 sock.bind(sa)
             except OSError as err:
+                if not _SKIP_UNAVAILABLE_ADDRESSES:
+                    reason = (err.strerror or str(err)).lower()
+                    message = f"error while attempting to bind on address {sa!r}: {reason}"
+                    raise OSError(err.errno, message) from None
                 message = f"error while attempting to bind on address {sa!r}: {str(err).lower()}"
                 if err.errno == errno.EADDRNOTAVAIL:
                     sockets.pop()
