@@ -421,3 +421,30 @@ def test_pytest_asyncio_without_tidal_mode_is_untouched(pytester: pytest.Pyteste
     result = pytester.runpytest(*WITH_ASYNCIO)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*add --tidal (or tidal_mode = true in the ini file)*"])
+
+
+def test_strict_checks_tests_pytest_asyncio_runs(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_asyncio")
+    pytester.makeini(ASYNCIO_INI.format(extra="tidal_strict = true\n"))
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_lost_error():
+            async def boom():
+                raise KeyError("unseen")
+            asyncio.create_task(boom())
+            await asyncio.sleep(0.01)
+
+        @pytest.mark.asyncio
+        async def test_clean():
+            await asyncio.sleep(0)
+        """
+    )
+    result = pytester.runpytest(*WITH_ASYNCIO, "--tidal")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_lost_error*", "Task exception was never retrieved"]
+    )
