@@ -520,7 +520,9 @@ def readme_section(result: SuiteResult, env: dict[str, Any]) -> str:
     text = (
         f"Speed relative to {result.baseline}'s loop: median({result.baseline}) / median(loop), "
         f"so higher is faster; the {result.baseline} column is its median time. "
-        f"Median of {result.repeat} runs per loop, loops interleaved; "
+        f"Median of {result.repeat} runs per loop, loops interleaved"
+        + ("; times are the process's CPU time" if env.get("clock") == "cpu" else "")
+        + "; "
         f"{env['implementation']} {env['python']} on {env['system']} {env['machine']} with "
         f"{env['cpus']} CPUs; {versions}; commit {env['git_commit']}; {day}."
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make "benchmarks" importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import harness  # after the path fix above
+from benchmarks import harness, suite  # after the path fix above
 from benchmarks.suite import BENCHMARKS
 
 DEFAULT_LOOPS = ("asyncio", "uvloop", "tidal")
@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="turn the cyclic GC off during each run (to see how much of a time is the GC's)",
     )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help=(
+            "what a run's time is: wall-clock (default), or the CPU time of the process "
+            "(time.process_time: every thread's CPU, no time spent waiting for a CPU or for a "
+            "timer to fall due); cpu gives steadier ratios on a shared, busy machine"
+        ),
+    )
     parser.add_argument("--list", action="store_true", help="list benchmarks and loops, then exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-benchmark progress")
     return parser
@@ -158,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {bench.name} on {variant.name} (size {size}): {path}\n{text}")
         return 0
 
+    if args.clock == "cpu":
+        suite.perf_counter = time.process_time  # every benchmark reads its clock from there
+
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     command = "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
@@ -180,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     took = time.perf_counter() - started
 
     env = harness.environment()
+    env["clock"] = args.clock
     print(harness.markdown_table(result))
     print(
         f"\n{env['implementation']} {env['python']}, {len(benchmarks)} benchmarks x "
         f"{len(loops)} loops in {took:.1f} s"
         + (" (GC off during runs)" if args.no_gc else "")
+        + (" (CPU time)" if args.clock == "cpu" else "")
         + (" (smoke: sizes are tiny, ratios mean nothing)" if args.smoke else "")
     )
     if args.json is not None:

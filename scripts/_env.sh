@@ -24,16 +24,38 @@ find_python() {
     return 1
 }
 
+# source_digest -> a digest of everything an install of tidal is built from.
+source_digest() {
+    (cd "$ROOT" && cat pyproject.toml setup.py $(find src -name '*.py' | sort)) | sha1sum | cut -d' ' -f1
+}
+
 # make_venv 3.12 EXTRAS -> prints the venv's python after installing tidal[EXTRAS] into it.
+# The install compiles tidal's hot modules when a C compiler is there (setup.py), which takes a
+# minute or two; a stamp in the venv skips it when the sources and the extras asked for are
+# already installed.
 make_venv() {
-    local minor="$1" extras="$2" py venv
+    local minor="$1" extras="$2" py venv stamp digest have
     py="$(find_python "$minor")" || { echo "python$minor not found" >&2; return 1; }
     venv="$ROOT/.venv/$minor"
+    stamp="$venv/.tidal-installed"
     if [ ! -x "$venv/bin/python" ]; then
         "$py" -m venv "$venv" >&2 || return 1
         "$venv/bin/python" -m pip install -q --upgrade pip >&2 || return 1
     fi
-    # Re-running is cheap: pip skips what is already satisfied.
+    digest="$(source_digest)"
+    if [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$digest" ]; then
+        have="$(tail -n1 "$stamp")"
+        local missing="" extra
+        for extra in ${extras//,/ }; do
+            case ",$have," in *",$extra,"*) ;; *) missing=1 ;; esac
+        done
+        if [ -z "$missing" ]; then
+            echo "$venv/bin/python"
+            return 0
+        fi
+        extras="$have,$extras"
+    fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$extras]" >&2 || return 1
+    printf '%s\n%s\n' "$digest" "$extras" >"$stamp"
     echo "$venv/bin/python"
 }

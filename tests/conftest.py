@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,7 +28,15 @@ LOOP_FACTORIES: dict[str, LoopFactory] = {
 }
 
 
-@pytest.fixture(params=sorted(LOOP_FACTORIES))
+# TIDAL_TEST_LOOPS=tidal,tidal-py narrows the parity runs (scripts/test's compiled-build run).
+_SELECTED = [
+    name
+    for name in os.environ.get("TIDAL_TEST_LOOPS", ",".join(LOOP_FACTORIES)).split(",")
+    if name in LOOP_FACTORIES
+]
+
+
+@pytest.fixture(params=_SELECTED or sorted(LOOP_FACTORIES))
 def loop_name(request: pytest.FixtureRequest) -> str:
     """'asyncio', 'tidal' or 'tidal-py': the loop this run of the test uses."""
     return str(request.param)

@@ -1,0 +1,95 @@
+"""Build script for tidal's compiled build: the same ``.py`` files, compiled by Cython.
+
+Everything about the package lives in pyproject.toml; this file only adds the extension modules.
+``pip install`` compiles the modules in ``COMPILED_MODULES`` when Cython (a build requirement)
+and a C compiler are there. When either is missing, or a module fails to compile, it prints one
+line saying so and installs the pure-Python package, which is always complete: a compiled module
+is an accelerated copy of its ``.py`` file, never the only copy. ``TIDAL_PURE=1`` at build time
+skips compiling; at run time it makes ``import tidal`` ignore compiled modules (see
+``tidal/_build.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# The loop's hot path: modules whose code runs on every turn, callback, I/O event or write.
+# Modules left out run as Python in both builds: the reference Future and Task (futures.py,
+# tasks.py), the observability layer, and code that runs once per connection or per loop.
+COMPILED_MODULES = [
+    "tidal/core/scheduler.py",
+    "tidal/core/handles.py",
+    "tidal/core/wakeup.py",
+    "tidal/io/epoll.py",
+    "tidal/loop.py",
+    "tidal/transports/base.py",
+    "tidal/transports/flow.py",
+    "tidal/transports/stream.py",
+    "tidal/net/sockops.py",
+]
+
+# Cython directives: Python semantics everywhere. annotation_typing is off so that an annotation
+# such as ``delay: float`` never turns into a C type that rejects what asyncio accepts (or
+# raises another error than asyncio does); binding keeps functions introspectable like Python
+# functions (names, signatures, __module__), which libraries and tracebacks rely on.
+DIRECTIVES = {
+    "language_level": 3,
+    "annotation_typing": False,
+    "binding": True,
+    "embedsignature": True,
+}
+
+
+def _say(message: str) -> None:
+    print(f"tidal: {message}", file=sys.stderr, flush=True)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to pure Python instead of failing the install."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no Python headers, ...
+            _say(f"installing the pure-Python build: compiling failed ({exc})")
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            _say(f"{ext.name} stays pure Python: compiling it failed ({exc})")
+
+
+def _extensions() -> list[Extension]:
+    if os.environ.get("TIDAL_PURE"):
+        _say("TIDAL_PURE is set: installing the pure-Python build")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        _say("Cython is not available: installing the pure-Python build")
+        return []
+    extensions = [
+        Extension(path[: -len(".py")].replace("/", "."), [f"src/{path}"])
+        for path in COMPILED_MODULES
+    ]
+    try:
+        return list(
+            cythonize(
+                extensions,
+                compiler_directives=DIRECTIVES,
+                build_dir="build/cython",
+                quiet=True,
+                nthreads=os.cpu_count() or 1,
+            )
+        )
+    except Exception as exc:
+        _say(f"installing the pure-Python build: Cython failed ({exc})")
+        return []
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
