@@ -153,6 +153,9 @@ _FunctionType = types.FunctionType
 _PENDING: Final = _futures.PENDING
 _CANCELLED: Final = _futures.CANCELLED  # the same string as asyncio's pure-Python futures use
 RECORD_SLOTS: Final = 3  # items per raw record in a ring
+# The lanes of jobs sent to executors tidal does not own (a process pool, Dask): "other
+# executor", "other executor 2", ... as many as there were jobs in flight at once.
+OTHER_EXECUTOR_LANE: Final = "other executor"
 
 # Qualified names of coroutines the loop runs as tasks for itself (asyncio's and tidal's
 # ``asyncio.run`` epilogue, a subprocess's pipe connector): their lanes are marked ``internal``
@@ -530,7 +533,7 @@ class Recorder:
             label += "\nraised " + _describe_error(job.error)[0]
         entry = (
             loop_name,
-            job.thread or "executor",
+            job.thread,
             job.submitted,
             started,
             finished - started,
@@ -713,7 +716,20 @@ class _Builder:
         """Executor jobs: a lane per worker thread, each job tied to the task that submitted it
         (the task whose step ran on the job's loop when the job was submitted)."""
         events = self.events
-        for loop_name, thread, submitted, started, duration, label, failed in jobs:
+        busy_until: list[float] = []  # per "other executor" lane: when its last job ended
+        for loop_name, thread, submitted, started, duration, label, failed in sorted(
+            jobs, key=lambda job: job[3]
+        ):
+            if thread is None:
+                # Not on a thread of ours: jobs in flight at once go on lanes of their own,
+                # the first one free, so a lane's segments never overlap.
+                slot = next((n for n, end in enumerate(busy_until) if end <= started), None)
+                if slot is None:
+                    slot = len(busy_until)
+                    busy_until.append(0.0)
+                busy_until[slot] = started + duration
+                thread = OTHER_EXECUTOR_LANE + (f" {slot + 1}" if slot else "")
+                label += "\n(in flight from submission to completion; not a thread of tidal's)"
             lane = self.thread_lane.get(thread)
             if lane is None:
                 row = ["thread", thread, "", None, -1, "", ""]
@@ -816,9 +832,10 @@ def _lane(index: int, row: list[Any], linked: list[int] | None) -> Lane:
     )
 
 
-# One executor job as a worker thread reports it: (loop lane name, thread name, submitted,
-# started, duration, label, failed).
-_JobEntry = tuple[str, str, float, float, float, str, bool]
+# One executor job as it is reported: (loop lane name, worker thread name or None, submitted,
+# started, duration, label, failed). Jobs of executors tidal does not own (process pools, Dask)
+# have no thread, and run from submission to completion as far as anyone here can tell.
+_JobEntry = tuple[str, str | None, float, float, float, str, bool]
 
 
 def _job_label(job: ExecutorJob) -> str:
@@ -1005,7 +1022,10 @@ class Recording:
                 if task_lane >= 0:
                     label += f"\nsubmitted by task {self.lanes[task_lane].name}"
                     first_line = label.split("\n", 1)[0]
-                    jobs.append((task_lane, event[7] - origin, first_line, self.lanes[lane].name))
+                    where = self.lanes[lane].name
+                    if not where.startswith(OTHER_EXECUTOR_LANE):
+                        where = f"thread {where}"
+                    jobs.append((task_lane, event[7] - origin, first_line, where))
                 per_lane[lane].append(Segment(lane, start, start + duration, state, label))
         end = self.duration
         for lane, (wait_start, state, tip) in open_wait.items():
@@ -1131,8 +1151,8 @@ class Recording:
 
 
 def _name_job_waits(segments: list[Segment], jobs: list[tuple[int, float, str, str]]) -> None:
-    """Add to a task's wait the executor job it waits for: the job was submitted in the step
-    just before the wait (``asyncio.to_thread``, ``await loop.run_in_executor``).
+    """Add to a task's wait the executor jobs it waits for: jobs submitted in the step just
+    before the wait (``asyncio.to_thread``, ``await loop.run_in_executor``, a gather of them).
 
     ``segments`` are in lane order, then time order (as ``Recording.segments`` returns them).
     """
@@ -1141,15 +1161,22 @@ def _name_job_waits(segments: list[Segment], jobs: list[tuple[int, float, str, s
         entry = lanes.setdefault(seg.lane, ([], []))
         entry[0].append(index)
         entry[1].append(seg.start)
+    notes: dict[int, dict[tuple[str, str], int]] = {}  # segment index -> (label, lane): count
     for task_lane, submitted, label, thread in jobs:
         indices, starts = lanes.get(task_lane, ((), ()))
         first = bisect.bisect_left(starts, submitted)
         for index in indices[first : first + 4]:  # the step's end, then its wait
-            seg = segments[index]
-            if seg.state == "waiting":
-                note = f"executor job {label} on thread {thread}"
-                segments[index] = replace(seg, tip=f"{seg.tip}\n{note}" if seg.tip else note)
+            if segments[index].state in ("waiting", "waiting-task"):
+                counts = notes.setdefault(index, {})
+                counts[label, thread] = counts.get((label, thread), 0) + 1
                 break
+    for index, counts in notes.items():
+        seg = segments[index]
+        lines = [seg.tip] if seg.tip else []
+        for (label, thread), count in counts.items():
+            what = f"executor job {label}" if count == 1 else f"{count} executor jobs {label}"
+            lines.append(f"{what} on {thread}")
+        segments[index] = replace(seg, tip="\n".join(lines))
 
 
 @dataclass(frozen=True)
