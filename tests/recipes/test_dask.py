@@ -3,7 +3,10 @@
 A real Dask distributed ``LocalCluster`` of two worker processes and ``Client(asynchronous=True)``
 running on a tidal loop; CPU-heavy calls go through ``loop.run_in_executor(
 client.get_executor(), fn, x)``. The program is the recipe's, run as a script in a fresh
-interpreter with plain ``python`` (no hooks listening). The script reports the loop's class, its
+interpreter: with plain ``python`` (no hooks listening); under ``python -m tidal``, whose leak
+report listens for executor jobs; and under ``python -m tidal trace``, whose timeline records
+them (observing must not change what is sent to the executor: Dask pickles the function it is
+given). The script reports the loop's class, its
 own process id, each result with the worker process that computed it, and how often a ticker
 task ran on the loop meanwhile (the work is off the loop thread, so the loop keeps turning).
 """
@@ -85,6 +88,7 @@ def _checksum(n: int) -> int:
 
 
 def _run(tmp_path: Path, *launcher: str) -> dict[str, Any]:
+    """Run the recipe as ``python [launcher...] script``; its JSON report."""
     script = tmp_path / "dask_recipe.py"
     script.write_text(PROGRAM)
     result = subprocess.run(
@@ -113,3 +117,29 @@ def _check(report: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_dask_executor_on_a_tidal_loop(tmp_path: Path) -> None:
     _check(_run(tmp_path))
+
+
+@pytest.mark.slow
+def test_dask_executor_under_python_m_tidal(tmp_path: Path) -> None:
+    # The leak report (on by default here) listens for executor jobs.
+    _check(_run(tmp_path, "-m", "tidal"))
+
+
+@pytest.mark.slow
+def test_dask_jobs_in_a_recorded_timeline(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    _check(_run(tmp_path, "-m", "tidal", "trace", "-o", str(trace)))
+    events = json.loads(trace.read_text())["traceEvents"]
+    lanes = {e["tid"]: e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    jobs = [e for e in events if e["ph"] == "X" and e["cat"] == "job"]
+    checksums = [e for e in jobs if e["args"]["detail"].startswith("checksum\n")]
+    # Dask's executor is not a pool of tidal's: its jobs go on "other executor" lanes, each
+    # tied by a flow arrow to the step of main that submitted it.
+    assert len(checksums) == 8
+    assert all(lanes[e["tid"]].startswith("other executor") for e in checksums)
+    assert all("submitted by task" in e["args"]["detail"] for e in checksums)
+    starts = {e["id"]: e for e in events if e["ph"] == "s" and e["name"] == "executor job"}
+    ends = [e for e in events if e["ph"] == "f" and e["id"] in starts]
+    for job in checksums:
+        arrows = [starts[e["id"]] for e in ends if (e["tid"], e["ts"]) == (job["tid"], job["ts"])]
+        assert len(arrows) == 1 and lanes[arrows[0]["tid"]].endswith(" (main)")
