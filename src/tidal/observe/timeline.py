@@ -42,10 +42,11 @@ collected starts a new lane. Tasks alive when recording starts get spawn records
 as listed, ``True`` in the last slot: a task listed that way whose own spawn record follows, as a
 C Task's does when recording starts from its creation, keeps the one lane).
 
-Executor jobs come from worker threads into the recorder (not a loop's ring), with the loop
-they were submitted from and when: the task whose step was running at that moment on that loop
-submitted the job (``asyncio.to_thread`` and ``run_in_executor`` from a task), which links the
-task's lane and the worker thread's lane.
+Executor jobs come into the recorder (not a loop's ring) from the worker threads of tidal's own
+pool, or from the done callbacks of jobs sent to any other executor (those have no thread: they
+go on "other executor" lanes), with the loop they were submitted from and when. The task whose
+step was running at that moment on that loop submitted the job (``asyncio.to_thread`` and
+``run_in_executor`` from a task), which links the task's lane and the job's lane.
 
 Ring buffer: cut back to its newest ``capacity`` records, just after a batch's end, whenever it
 reaches twice that (checked once per batch), and once more when recording stops;

@@ -616,7 +616,8 @@ _SCRIPT: Final = r"""
     if (e.button !== 0 || e.target.closest("#tip")) return;
     drag = { x: e.clientX, y: e.clientY, start: view.start, end: view.end,
              top: viewport.scrollTop, moved: false, target: e.target };
-    e.preventDefault();
+    e.preventDefault();  // no text selection while dragging; keys go to the chart again
+    viewport.focus({ preventScroll: true });
   }
   viewport.addEventListener("mousedown", onDown);
   axis.addEventListener("mousedown", onDown);
