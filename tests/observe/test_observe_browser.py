@@ -227,6 +227,24 @@ def test_zoom_and_pan_change_the_visible_range(browser: WebDriver, tmp_path: Pat
     assert dragged[0] > wheeled[0]
     assert dragged[1] - dragged[0] == pytest.approx(wheeled[1] - wheeled[0], rel=1e-6)
 
+    # Ctrl + wheel over the rows zooms in; Shift + wheel pans; a double-click zooms in twice.
+    origin = ScrollOrigin.from_element(viewport)
+    chain = ActionChains(browser).key_down(Keys.CONTROL).scroll_from_origin(origin, 0, -300)
+    chain.key_up(Keys.CONTROL).perform()
+    _settle(browser)
+    ctrl = _view(viewport)
+    assert ctrl[1] - ctrl[0] < (dragged[1] - dragged[0]) * 0.8
+    chain = ActionChains(browser).key_down(Keys.SHIFT).scroll_from_origin(origin, 0, 200)
+    chain.key_up(Keys.SHIFT).perform()
+    _settle(browser)
+    shifted = _view(viewport)
+    assert shifted[0] > ctrl[0]
+    assert shifted[1] - shifted[0] == pytest.approx(ctrl[1] - ctrl[0], rel=1e-6)
+    ActionChains(browser).double_click(viewport).perform()
+    _settle(browser)
+    doubled = _view(viewport)
+    assert doubled[1] - doubled[0] == pytest.approx((shifted[1] - shifted[0]) / 2, rel=1e-6)
+
     browser.find_element(By.ID, "zoom-reset").click()
     _settle(browser)
     assert _view(viewport) == (start, end)
