@@ -228,6 +228,18 @@ class Outcome:
     flakes: dict[str, str]  # node id -> the first (parallel-run) failure, passed alone
     covered: dict[str, Difference]  # tidal non-passes that an entry covers
 
+    def stale(self, differences: list[Difference]) -> list[Difference]:
+        """The ``tidal-bug`` entries none of whose tests fails any more: the bug is fixed."""
+        tidal = self.loops.get("tidal", {})
+        out = []
+        for entry in differences:
+            if entry.category != "tidal-bug":
+                continue
+            matched = [t for t in tidal if entry.applies(t, self.python)]
+            if matched and all(tidal[t]["outcome"] in PASSING for t in matched):
+                out.append(entry)
+        return out
+
 
 def gate_failures(
     python: str,
@@ -431,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(record["detail"])
         for test_id, first in o.flakes.items():
             print(f"FLAKE {python} {test_id} (passed alone): {headline(first)}")
+        for entry in o.stale(differences):
+            print(f"STALE {python} {entry.title!r}: every test it covers passes now; remove it")
         secs = " + ".join(f"{loop} {s:.0f} s" for loop, s in o.seconds.items())
         tidal = summary(o.loops["tidal"]) if "tidal" in o.loops else "-"
         print(

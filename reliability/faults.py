@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import gc
 import hashlib
 import os
@@ -365,6 +366,7 @@ async def signal_storm(n: int) -> Result:
     return result
 
 
+@functools.cache
 def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     import trustme
 
@@ -655,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in loops:
             report = reports[name]
             if "error" in report:
-                rows.append([scenario, name, "-", "-", "-", "-", "-", "CRASHED", ""])
+                rows.append([scenario, name, "-", "-", "-", "-", "-", "CRASHED", "-", ""])
                 failed = failed or name == "tidal"
                 continue
             row = report[scenario]
@@ -671,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['leaked fds']}/{row['leaked tasks']}/{row['leaked children']}",
                     row["handler reports"],
                     "pass" if ok else "FAIL",
+                    row["seconds"],
                     "; ".join(row["notes"])[:140],
                 ]
             )
@@ -686,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                 "leaked fds/tasks/children",
                 "handler reports",
                 "verdict",
+                "s",
                 "notes",
             ],
             rows,
