@@ -18,6 +18,22 @@ What the report lists:
   (``coroutine_origins``), else where they were dropped, which is usually the same line;
 - executor jobs still queued or running.
 
+Each section says what to do about it. What nobody can act on is left out:
+- tasks of libraries (a coroutine of a library, created by library code: ipykernel's, tornado's
+  long-lived tasks) are counted per library in one line, never listed; a report holding only
+  those is not made at all;
+- nothing is reported for a loop whose main task was interrupted (Ctrl-C: ``asyncio.run``
+  cancels its main task; KeyboardInterrupt, SystemExit), nor at exit after an uncaught
+  KeyboardInterrupt: whatever was pending was interrupted on purpose.
+
+Where the report goes (the default reporter): a report is made inside ``loop.close()``, in
+whichever thread closes the loop. It is written at once only where that cannot block nor go
+through somebody else's stream from a foreign thread: in the main thread, or in another thread
+while ``sys.stderr`` is still the process's own. Otherwise (a thread closing its loop while
+``sys.stderr`` is replaced, as in a Jupyter kernel, whose stream sends through the very thread
+that is closing) it is kept and written to the process's real stderr (``sys.__stderr__``) by the
+main thread at exit.
+
 Invariants:
 - The tracker holds tasks weakly; it never changes whether or when a task is collected.
 - Reading a task's outcome never marks its exception as retrieved (``_exception`` is read, not
@@ -28,7 +44,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
+import site
 import sys
+import sysconfig
 import threading
 import warnings
 import weakref
@@ -44,6 +63,36 @@ from .tree import await_chain, describe_future, short_path
 
 _NEVER_AWAITED: Final = "was never awaited"
 DEFAULT_ORIGIN_DEPTH: Final = 8  # frames of coroutine origin kept when origins are tracked
+
+
+def _library_dirs() -> list[str]:
+    """Directories holding library code: the standard library and every site-packages."""
+    found = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    found.update(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if user_site:
+        found.add(user_site)
+    # Longest first: site-packages may lie inside the standard library's directory.
+    return sorted(
+        (os.path.join(os.path.realpath(d), "") for d in found if d), key=len, reverse=True
+    )
+
+
+# Code under these directories is a library's, not the program's (see "What nobody can act on").
+LIBRARY_DIRS: list[str] = _library_dirs()
+
+
+def library_of(filename: str | None) -> str | None:
+    """The top-level package (or module) of library code at ``filename``, else None."""
+    if not filename:
+        return None
+    path = os.path.realpath(filename)
+    for directory in LIBRARY_DIRS:
+        if path.startswith(directory):
+            relative = path[len(directory) :]
+            top = relative.split(os.sep, 1)[0]
+            return top[:-3] if top.endswith(".py") else top
+    return None
 
 
 @dataclass(frozen=True)
@@ -92,6 +141,9 @@ class LeakReport:
     unretrieved: tuple[LostError, ...]
     never_awaited: tuple[str, ...]
     executor_jobs: tuple[str, ...]
+    # (library, count) of the libraries' own tasks left pending: counted, not listed, and not a
+    # reason to report by themselves.
+    library_tasks: tuple[tuple[str, int], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -108,31 +160,49 @@ class LeakReport:
             return ""
         lines = [f"tidal leak report for {self.loop}:"]
 
-        def section(title: str, items: list[str]) -> None:
+        def section(title: str, items: list[str], advice: str) -> None:
             if items:
                 lines.append(f"  {title}:")
                 lines.extend(f"    - {item}" for item in items)
+                lines.append(f"    fix: {advice}")
 
         section(
             f"{len(self.pending_when_main_finished)} task(s) still pending when the main task "
             f"{self.main_task!r} finished (asyncio.run cancels them)",
             [t.format() for t in self.pending_when_main_finished],
+            "await them before the main coroutine returns (an asyncio.TaskGroup does), or "
+            "cancel them and await the cancellation if they are meant to stop there",
         )
         section(
             f"{len(self.pending_at_close)} task(s) still pending when the loop closed",
             [t.format() for t in self.pending_at_close],
+            "await or cancel them before closing the loop; they never finished",
         )
         section(
             f"{len(self.unretrieved)} exception(s) never retrieved",
             [e.format() for e in self.unretrieved],
+            "await these tasks (or read task.exception()) so their errors are not lost",
         )
         section(
             f"{len(self.never_awaited)} coroutine(s) never awaited",
             list(self.never_awaited),
+            "the call only made a coroutine object: put await before it, or pass it to "
+            "asyncio.create_task()",
         )
         section(
             f"{len(self.executor_jobs)} executor job(s) still queued or running",
             list(self.executor_jobs),
+            "await their run_in_executor() futures, or await loop.shutdown_default_executor() "
+            "before closing the loop",
+        )
+        if self.library_tasks:
+            counts = ", ".join(f"{name}: {count}" for name, count in self.library_tasks)
+            lines.append(
+                f"  not listed: tasks of libraries still pending ({counts}); they are the "
+                "libraries' own"
+            )
+        lines.append(
+            "  (python -m tidal --no-leak-report, or TIDAL_LEAK_REPORT=0, turns this report off)"
         )
         return "\n".join(lines) + "\n"
 
@@ -174,6 +244,7 @@ class LeakTracker:
         self.reports: list[LeakReport] = []  # every report made, empty ones included
         self._attached: weakref.WeakSet[Scheduler] = weakref.WeakSet()
         self._saved_depth: int | None = None  # origin tracking depth to restore, if we raised it
+        self._interrupted: set[int] = set()  # id(loop) of loops whose main task was interrupted
 
     # hook methods
 
@@ -186,10 +257,27 @@ class LeakTracker:
 
     def _main_finished(self, task: Any) -> None:
         loop = task.get_loop()
+        if _was_interrupted(task):
+            self._interrupted.add(id(loop))
+            return
         pending = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not task]
+        pending = [t for t in pending if self._library_of_task(t) is None]
         if pending and id(loop) not in self._left_by_main:
             described = tuple(self._describe(t) for t in pending)
             self._left_by_main[id(loop)] = (task.get_name(), described)
+
+    def _library_of_task(self, task: Any) -> str | None:
+        """The library a task belongs to: its coroutine is library code and library code (or
+        nobody we saw) created it. A library coroutine the program started is the program's."""
+        code = getattr(task.get_coro(), "cr_code", None)
+        library = library_of(getattr(code, "co_filename", None))
+        if library is None:
+            return None
+        seen = self._seen.get(task)
+        created_at = seen.created_at if seen is not None else None
+        if created_at is not None and library_of(created_at.rpartition(":")[0]) is None:
+            return None
+        return library
 
     def executor_job_started(self, job: ExecutorJob) -> None:
         with self._jobs_lock:
@@ -200,10 +288,12 @@ class LeakTracker:
             self._jobs.pop(job.id, None)
 
     def loop_closing(self, loop: Any) -> None:
+        interrupted = id(loop) in self._interrupted or _exiting_after_interrupt()
+        self._interrupted.discard(id(loop))
         report = self.build_report(loop)
         self.reports.append(report)
         self.detach(loop)
-        if report:
+        if report and not interrupted:
             self._report(report)
 
     # building the report
@@ -227,7 +317,16 @@ class LeakTracker:
 
     def build_report(self, loop: Any) -> LeakReport:
         """Build the report for ``loop`` now (``loop_closing`` calls this)."""
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        pending = []
+        libraries: dict[str, int] = {}
+        for task in asyncio.all_tasks(loop):
+            if task.done():
+                continue
+            library = self._library_of_task(task)
+            if library is None:
+                pending.append(task)
+            else:
+                libraries[library] = libraries.get(library, 0) + 1
         unretrieved = []
         for task, seen in list(self._seen.items()):
             if task.get_loop() is not loop or not task.done() or task.cancelled():
@@ -259,6 +358,7 @@ class LeakTracker:
             unretrieved=tuple(unretrieved),
             never_awaited=tuple(_drain_never_awaited()),
             executor_jobs=tuple(jobs),
+            library_tasks=tuple(sorted(libraries.items())),
         )
 
     def attach(self, loop: Scheduler) -> None:
@@ -286,9 +386,57 @@ class LeakTracker:
         _capture_never_awaited(False)
 
 
+def _was_interrupted(task: Any) -> bool:
+    """Did this main task end because the program was interrupted (Ctrl-C, SystemExit)?"""
+    if task.cancelled():
+        return True  # asyncio.run/Runner cancel the main task on Ctrl-C
+    return isinstance(getattr(task, "_exception", None), (KeyboardInterrupt, SystemExit))
+
+
+def _exiting_after_interrupt() -> bool:
+    """True at exit after an uncaught KeyboardInterrupt (the interpreter records it)."""
+    return isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+
+
+# Reports made where writing them could block or go through a replaced stream from a foreign
+# thread; the main thread writes them to the real stderr at exit.
+_deferred_reports: list[str] = []
+_deferred_lock = threading.Lock()
+
+
 def _write_to_stderr(report: LeakReport, file: TextIO | None = None) -> None:
-    out = file if file is not None else sys.stderr
-    out.write(report.format())
+    text = report.format()
+    if file is None:
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        if not on_main_thread and sys.stderr is not sys.__stderr__:
+            thread = threading.current_thread().name
+            _defer(f"{text}  (closed in thread {thread!r}; reported at exit)\n")
+            return
+        file = sys.stderr
+        if file is None:  # pythonw, or a daemon that closed its streams
+            return
+    file.write(text)
+    file.flush()
+
+
+def _defer(text: str) -> None:
+    with _deferred_lock:
+        first = not _deferred_reports
+        _deferred_reports.append(text)
+    if first:
+        atexit.register(_write_deferred_reports)
+
+
+def _write_deferred_reports() -> None:
+    """atexit, main thread: the deferred reports, on the process's real stderr."""
+    with _deferred_lock:
+        texts = list(_deferred_reports)
+        _deferred_reports.clear()
+    out = sys.__stderr__
+    if not texts or out is None or _exiting_after_interrupt():
+        return
+    for text in texts:
+        out.write(text)
     out.flush()
 
 
@@ -396,7 +544,7 @@ class GlobalLeakTracking:
         self._loops = weakref.WeakSet()
 
     def at_exit(self) -> None:
-        """Report loops that were never closed, then stop."""
+        """Report loops that were never closed (not after Ctrl-C), then stop."""
         for loop in list(self._loops):
             if not loop.is_closed():
                 self.tracker.loop_closing(loop)
