@@ -18,6 +18,18 @@ and it wakes the ``_wait()`` futures (``Process.wait`` awaits ``transport._wait(
 Events that happen before the pipes are connected are queued (``_pending_calls``) and
 replayed right after ``connection_made``.
 
+Spawning: ``subprocess.Popen`` does not return until the child has exec'ed or failed to: it
+blocks reading an exec-status pipe, for as long as the fork and exec take (milliseconds; more
+under memory pressure or with a large parent). asyncio's loop blocks on it; tidal runs Popen in a
+short-lived thread and awaits its outcome, so the loop keeps turning and tools that flag blocking
+calls on the loop thread (blockbuster) find none. The semantics are asyncio's: an exec error
+(no such program, not executable, bad ``cwd``) is raised from ``subprocess_exec``/
+``create_subprocess_exec``, and a caller cancelled while the child starts leaves no child (it is
+killed and reaped). One exception: with a ``preexec_fn``, Popen runs on the loop thread, as on
+asyncio's loop, because the child's parent thread is observable from there (Linux's
+``PR_SET_PDEATHSIG``, which a preexec_fn may set, fires when the *thread* that forked the child
+exits, and the spawning thread exits at once).
+
 How children are reaped (no child watcher, no SIGCHLD handler):
 - pidfd (Linux >= 5.3): ``os.pidfd_open(pid)`` gives a descriptor that becomes readable when
   the child exits. It is registered with the loop's ``add_reader``; the callback reaps the
@@ -187,9 +199,22 @@ async def _start(
     kwargs: dict[str, Any],
 ) -> SubprocessTransport:
     loop._check_closed()  # before spawning: a closed loop could never reap the child
+    popen_kwargs = dict(
+        kwargs,
+        shell=shell,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        universal_newlines=False,
+        bufsize=0,
+    )
+    if popen_kwargs.get("preexec_fn") is None:
+        proc = await _spawn_in_thread(loop, args, popen_kwargs)
+    else:
+        proc = subprocess.Popen(args, **popen_kwargs)  # see "Spawning" in the module docstring
     waiter: asyncio.Future[None] = loop.create_future()
     transport = SubprocessTransport(
-        loop, protocol, args, shell, stdin, stdout, stderr, waiter=waiter, **kwargs
+        loop, protocol, proc, args, stdin, stdout, stderr, waiter=waiter
     )
     try:
         await waiter
@@ -204,6 +229,91 @@ async def _start(
     if loop.get_debug():
         logger.info("process started: %r", transport)
     return transport
+
+
+# -- spawning -----------------------------------------------------------------------------------
+
+
+async def _spawn_in_thread(
+    loop: EventLoop, args: Any, popen_kwargs: dict[str, Any]
+) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **popen_kwargs)`` in a short-lived thread; its outcome here.
+
+    Popen blocks until the child has exec'ed (or failed to): it reads the exec-status pipe.
+    If the caller is cancelled (or the loop closes) meanwhile, the child that nobody will own
+    is killed, its pipes closed and it is reaped, so it is never left behind.
+    """
+    spawned: asyncio.Future[subprocess.Popen[bytes]] = loop.create_future()
+    thread = threading.Thread(
+        target=_spawn, args=(loop, spawned, args, popen_kwargs), name="tidal-spawn", daemon=True
+    )
+    thread.start()
+    try:
+        return await asyncio.shield(spawned)
+    except asyncio.CancelledError:
+        # As when cancelled while the pipes connect (_start): the caller gets CancelledError
+        # only once the child it will never see is gone. A second cancellation stops the wait;
+        # _deliver_spawned then kills the child and reaps it in the background.
+        try:
+            proc = await spawned
+        except Exception:
+            pass  # the spawn failed: there is no child to clean up
+        else:
+            _discard_child(proc)
+            exited: asyncio.Future[int] = loop.create_future()
+            reaper_for(loop).watch(proc, exited.set_result)
+            await exited
+        raise
+
+
+def _spawn(
+    loop: EventLoop,
+    spawned: asyncio.Future[subprocess.Popen[bytes]],
+    args: Any,
+    popen_kwargs: dict[str, Any],
+) -> None:
+    """The spawning thread: run Popen and hand its outcome to the loop."""
+    try:
+        proc = subprocess.Popen(args, **popen_kwargs)
+    except BaseException as exc:
+        try:
+            loop.call_soon_threadsafe(_deliver_spawn_error, spawned, exc)
+        except RuntimeError:
+            pass  # the loop closed: nobody is waiting for the error
+        return
+    try:
+        loop.call_soon_threadsafe(_deliver_spawned, spawned, proc)
+    except RuntimeError:  # the loop closed meanwhile: the child has no owner
+        _discard_child(proc)
+        _reap(proc)
+
+
+def _deliver_spawn_error(
+    spawned: asyncio.Future[subprocess.Popen[bytes]], exc: BaseException
+) -> None:
+    if not spawned.done():
+        spawned.set_exception(exc)
+
+
+def _deliver_spawned(
+    spawned: asyncio.Future[subprocess.Popen[bytes]], proc: subprocess.Popen[bytes]
+) -> None:
+    if spawned.done():  # the caller was cancelled while the child started
+        _discard_child(proc)
+        _reap_eventually(proc)
+    else:
+        spawned.set_result(proc)
+
+
+def _discard_child(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child nobody owns and close the pipe ends Popen opened for it."""
+    try:
+        proc.kill()
+    except ProcessLookupError:  # pragma: no cover - it exited and was reaped already
+        pass
+    for pipe_file in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe_file is not None:
+            pipe_file.close()
 
 
 # -- the transport ----------------------------------------------------------------------------
@@ -254,15 +364,14 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         self,
         loop: EventLoop,
         protocol: asyncio.BaseProtocol,
+        proc: subprocess.Popen[bytes],
         args: Any,
-        shell: bool,
         stdin: Any,
         stdout: Any,
         stderr: Any,
         *,
         waiter: asyncio.Future[None] | None = None,
         extra: dict[str, Any] | None = None,
-        **popen_kwargs: Any,
     ) -> None:
         super().__init__(extra)
         self._loop = loop
@@ -282,20 +391,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         for fd, spec in ((0, stdin), (1, stdout), (2, stderr)):
             if spec == subprocess.PIPE:
                 self._pipes[fd] = None
-        try:
-            self._proc = subprocess.Popen(
-                args,
-                shell=shell,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                universal_newlines=False,
-                bufsize=0,
-                **popen_kwargs,
-            )
-        except BaseException:
-            self.close()
-            raise
+        self._proc = proc  # started by _start(), off the loop thread where it can be
         self._pid = self._proc.pid
         self._extra["subprocess"] = self._proc
         if loop.get_debug():
