@@ -226,13 +226,14 @@ FRAME = re.compile(r'^\s*(?:\| )?\s*File "([^"]+)", line \d+, in (\S+)$', re.MUL
 
 def _frames(stderr: str) -> list[tuple[str, str]]:
     """(file, function) of every frame of a printed traceback, asyncio's and tidal's loop
-    methods named alike (base_events.py and tidal's loop.py play the same part)."""
+    methods named alike (base_events.py and tidal's loop.py play the same part). A compiled
+    build names its frames by qualified name ("tidal.loop.EventLoop.run_until_complete")."""
     frames = []
     for filename, function in FRAME.findall(stderr):
         name = os.path.basename(filename)
         if name == "base_events.py" or filename.endswith(os.path.join("tidal", "loop.py")):
             name = "<the loop>"
-        frames.append((name, function))
+        frames.append((name, function.rpartition(".")[2]))
     return frames
 
 

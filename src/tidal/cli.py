@@ -245,7 +245,8 @@ def run_module(module: str, args: list[str]) -> None:
 # The frame that hands over to runpy: it and everything above it (the interpreter's runpy,
 # tidal/__main__.py or the console script, main(), a subcommand) belong to the launcher, and so
 # do the runpy frames below it, down to the program's first line. Matched by directory and name
-# rather than code object, so that a compiled build of this module matches too.
+# rather than code object, so that a compiled build of this module matches too (Cython names
+# its frames by qualified name: "tidal.cli.run_script").
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 _HANDOVER: Final = frozenset({run_script.__name__, run_module.__name__})
 _RUNPY_FILES: Final = frozenset({os.path.abspath(runpy.__file__), "<frozen runpy>"})
@@ -253,7 +254,8 @@ _RUNPY_FILES: Final = frozenset({os.path.abspath(runpy.__file__), "<frozen runpy
 
 def _is_handover(tb: types.TracebackType) -> bool:
     code = tb.tb_frame.f_code
-    return code.co_name in _HANDOVER and os.path.dirname(code.co_filename) == _PACKAGE_DIR
+    name = code.co_name.rpartition(".")[2]
+    return name in _HANDOVER and os.path.dirname(code.co_filename) == _PACKAGE_DIR
 
 
 def program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
