@@ -2,7 +2,8 @@
 
 Owns: choosing the event loops behind anyio's ``asyncio`` backend parameters while anyio's
 test suite runs (``-p anyio_plugin``, with this directory on ``sys.path``), and writing one
-outcome per test to the JSON file named by ``TIDAL_ANYIO_RESULTS``.
+outcome per test, as a JSON line appended when the test ends, to the file named by
+``TIDAL_ANYIO_RESULTS``.
 Not here: fetching the suite, running pytest, judging outcomes (anyio_run.py).
 
 anyio's ``tests/conftest.py`` builds one list, ``asyncio_params``, of ``anyio_backend`` values
@@ -90,7 +91,7 @@ _results: dict[str, dict[str, Any]] = {}
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # Under pytest-xdist the workers' reports reach the controller's hook too; only the
-    # controller (or a run without xdist) writes the file.
+    # controller (or a run without xdist) writes the file (see pytest_configure).
     if report.passed:
         outcome = "pass"
     elif report.skipped:
@@ -107,13 +108,23 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             record["detail"] = str(report.longrepr[2])
         else:
             record["detail"] = report.longreprtext[-1500:]
+    if report.when == "teardown":
+        _write(report.nodeid, record)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def _write(nodeid: str, record: dict[str, Any]) -> None:
+    # One JSON line per finished test, appended as it finishes: a run killed for hanging
+    # still leaves the results of every test that ended.
     path = os.environ.get("TIDAL_ANYIO_RESULTS")
-    if path and not hasattr(session.config, "workerinput"):
-        with open(path, "w") as f:
-            json.dump(_results, f)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"id": nodeid, **record}) + "\n")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # only the controller (or a run without xdist) writes
+        os.environ.pop("TIDAL_ANYIO_RESULTS", None)
 
 
 def pytest_report_header() -> str:

@@ -12,6 +12,7 @@ Usage::
     python conformance/anyio_run.py --ci                  # CI gate: tidal, this Python, one line
     python conformance/anyio_run.py --loop both -k subprocess   # compare the loops on a subset
     python conformance/anyio_run.py --write-docs          # both loops, 3.11-3.13, the docs section
+    python conformance/anyio_run.py --write-docs --python 3.11 --python 3.12 --reuse 3.12
 
 Verdict: with ``--loop both``, a test that passes (or xfails) on asyncio's loop and fails,
 errors or skips on tidal's fails the gate unless an entry of anyio_differences.toml covers it.
@@ -32,6 +33,7 @@ import argparse
 import fnmatch
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -58,6 +60,8 @@ DOCS_END = "<!-- anyio-suite:end -->"
 # Must match the pin of the ``anyio-suite`` extra in pyproject.toml (checked at start).
 ANYIO_VERSION = "4.16.0"
 LOOPS = ("asyncio", "tidal")
+# A whole pytest run that takes longer is killed (a hang that pytest-timeout did not end).
+RUN_TIMEOUT = 1500.0
 PASSING = frozenset({"pass", "xfail"})
 FAILING = frozenset({"fail", "error"})
 CATEGORIES = {
@@ -151,21 +155,44 @@ def run_pytest(
         env["TIDAL_ANYIO_RESULTS"] = str(results)
         env.pop("PYTHONASYNCIODEBUG", None)
         started = time.monotonic()
-        proc = subprocess.run(
-            command,
-            cwd=suite,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-        )
+        with tempfile.TemporaryFile("w+") as output:
+            proc = subprocess.Popen(
+                command,
+                cwd=suite,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # its own process group: killed as a whole
+            )
+            try:
+                proc.wait(timeout=RUN_TIMEOUT)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                timed_out = True
+            output.seek(0)
+            text = output.read()
         seconds = time.monotonic() - started
         if not results.exists():
             raise SystemExit(
                 f"anyio's suite did not run on {loop} ({interpreter}), exit {proc.returncode}:\n"
-                + (proc.stdout + proc.stderr)[-4000:]
+                + text[-4000:]
             )
-        return json.loads(results.read_text()), seconds
+        records: dict[str, dict[str, Any]] = {}
+        for line in results.read_text().splitlines():
+            record = json.loads(line)
+            records[record.pop("id")] = record
+        if timed_out:
+            # Whatever was running is recorded under one id that judges as an error.
+            records[f"<{loop} run killed after {RUN_TIMEOUT:.0f} s>"] = {
+                "outcome": "error",
+                "seconds": seconds,
+                "detail": "E   the whole run hung; its output ended with:\n" + text[-1500:],
+            }
+        return records, seconds
 
 
 # -- differences ----------------------------------------------------------------------------------
@@ -251,6 +278,9 @@ def gate_failures(
     covered = {}
     for test_id, record in sorted(tidal.items()):
         outcome = record["outcome"]
+        if test_id.startswith("<"):  # a run killed for hanging: always a gate failure
+            failing.append(test_id)
+            continue
         if oracle is None:
             bad = outcome in FAILING
         else:
@@ -285,11 +315,12 @@ def run_python(python: str, args: argparse.Namespace, differences: list[Differen
     if "tidal" in results:
         oracle = results.get("asyncio")
         failures, covered = gate_failures(python, results["tidal"], oracle, differences)
-        if failures and args.retry:
-            again, extra = run_pytest(interpreter, suite, "tidal", 1, failures, None)
+        rerun = [t for t in failures if not t.startswith("<")]
+        if rerun and args.retry:
+            again, extra = run_pytest(interpreter, suite, "tidal", 1, rerun, None)
             seconds["tidal"] += extra
             for test_id in failures:
-                if again.get(test_id, {}).get("outcome") in PASSING:
+                if test_id in results["tidal"] and again.get(test_id, {}).get("outcome") in PASSING:
                     flakes[test_id] = results["tidal"][test_id]["detail"]
                     results["tidal"][test_id] = again[test_id]
             failures = [t for t in failures if t not in flakes]
@@ -301,6 +332,32 @@ def headline(detail: str) -> str:
     lines = [line.strip() for line in detail.strip().splitlines()]
     errors = [line for line in lines if line.startswith("E ")]
     return (errors[0] if errors else lines[-1] if lines else "")[:200]
+
+
+def save_outcome(o: Outcome) -> None:
+    """Keep a two-loop outcome in .cache/anyio/ so --write-docs can reuse it (--reuse)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    data = {
+        "python": o.python,
+        "loops": o.loops,
+        "seconds": o.seconds,
+        "failures": o.failures,
+        "flakes": o.flakes,
+        "covered": {test_id: d.title for test_id, d in o.covered.items()},
+    }
+    (CACHE / f"outcome-{o.python}.json").write_text(json.dumps(data))
+
+
+def load_outcome(python: str, differences: list[Difference]) -> Outcome | None:
+    path = CACHE / f"outcome-{python}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    by_title = {d.title: d for d in differences}
+    covered = {t: by_title[title] for t, title in data["covered"].items() if title in by_title}
+    return Outcome(
+        data["python"], data["loops"], data["seconds"], data["failures"], data["flakes"], covered
+    )
 
 
 def summary(records: dict[str, dict[str, Any]]) -> str:
@@ -414,13 +471,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-retry", dest="retry", action="store_false")
     parser.add_argument("--ci", action="store_true", help="tidal only, one summary line")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="X.Y",
+        help="with --write-docs: take this Python's last two-loop run from .cache/anyio/",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show failure details")
     args = parser.parse_args(argv)
     if args.ci:
         args.loop = "tidal"
     if args.write_docs:
         args.loop = "both"
-        args.all_pythons = True
+        args.all_pythons = not args.pythons
     if args.all_pythons:
         args.pythons = list(PYTHONS)
     if not args.pythons:
@@ -434,7 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     differences = load_differences(DIFFERENCES_FILE)
     outcomes = []
     for python in args.pythons:
-        o = run_python(python, args, differences)
+        cached = load_outcome(python, differences) if python in args.reuse else None
+        o = cached or run_python(python, args, differences)
+        if args.loop == "both" and cached is None:
+            save_outcome(o)
         outcomes.append(o)
         for test_id in o.failures:
             record = o.loops["tidal"][test_id]
