@@ -100,6 +100,11 @@ loop = asyncio.new_event_loop()
 loop.run_until_complete(main())
 """
 
+CTRL_C_CLOSING_IN_FINALLY = CTRL_C_WITHOUT_RUNNER.replace(
+    "loop.run_until_complete(main())",
+    "try:\n    loop.run_until_complete(main())\nfinally:\n    loop.close()",
+)
+
 
 def run(script: Path, under_tidal: bool) -> subprocess.CompletedProcess[str]:
     launcher = ["-m", "tidal"] if under_tidal else []
@@ -125,7 +130,11 @@ def test_a_loop_closed_in_a_thread_never_writes_through_a_replaced_stream(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("body", [CTRL_C, CTRL_C_WITHOUT_RUNNER], ids=["runner", "no_runner"])
+@pytest.mark.parametrize(
+    "body",
+    [CTRL_C, CTRL_C_WITHOUT_RUNNER, CTRL_C_CLOSING_IN_FINALLY],
+    ids=["runner", "no_runner", "close_in_finally"],
+)
 def test_nothing_is_reported_after_ctrl_c(tmp_path: Path, body: str) -> None:
     script = tmp_path / "interrupted.py"
     script.write_text(body)

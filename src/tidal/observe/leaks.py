@@ -288,7 +288,11 @@ class LeakTracker:
             self._jobs.pop(job.id, None)
 
     def loop_closing(self, loop: Any) -> None:
-        interrupted = id(loop) in self._interrupted or _exiting_after_interrupt()
+        # The main task was interrupted, or the loop closes while a Ctrl-C propagates (a
+        # ``finally: loop.close()`` around run_until_complete).
+        interrupted = id(loop) in self._interrupted or isinstance(
+            sys.exc_info()[1], KeyboardInterrupt
+        )
         self._interrupted.discard(id(loop))
         report = self.build_report(loop)
         self.reports.append(report)
@@ -394,7 +398,8 @@ def _was_interrupted(task: Any) -> bool:
 
 
 def _exiting_after_interrupt() -> bool:
-    """True at exit after an uncaught KeyboardInterrupt (the interpreter records it)."""
+    """At exit: True after an uncaught KeyboardInterrupt (the interpreter records it in
+    ``sys.last_value``; only meaningful at exit, since a REPL sets it after every error)."""
     return isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
 
 
@@ -545,9 +550,10 @@ class GlobalLeakTracking:
 
     def at_exit(self) -> None:
         """Report loops that were never closed (not after Ctrl-C), then stop."""
-        for loop in list(self._loops):
-            if not loop.is_closed():
-                self.tracker.loop_closing(loop)
+        if not _exiting_after_interrupt():
+            for loop in list(self._loops):
+                if not loop.is_closed():
+                    self.tracker.loop_closing(loop)
         self.stop()
 
 
