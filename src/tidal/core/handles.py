@@ -35,7 +35,9 @@ _PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def creation_stack() -> traceback.StackSummary:
     """Debug mode: the current stack, starting at the nearest frame outside tidal's package."""
-    frame: Any = sys._getframe(1)
+    # Frame 0 is this function's own when it runs as Python, and the nearest Python frame (the
+    # caller's or further out) when it is compiled: the walk below starts right either way.
+    frame: Any = sys._getframe(0)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     return format_helpers.extract_stack(frame)
