@@ -62,12 +62,18 @@ _copy_context = contextvars.copy_context
 
 
 def set_nodelay(sock: socket.socket) -> None:
-    """Disable Nagle's algorithm on TCP sockets: small writes go out without waiting for ACKs."""
+    """Disable Nagle's algorithm on TCP sockets: small writes go out without waiting for ACKs.
+
+    A stream socket of the INET families made with ``proto=0`` is TCP too (the kernel picks
+    TCP), so it counts; asyncio's check wants ``proto == IPPROTO_TCP`` and leaves Nagle on for
+    sockets a server framework made itself (uvicorn's ``--workers`` listener is one: every
+    keep-alive response then waited ~40 ms for a delayed ACK). uvloop sets it on both too.
+    """
     if (
         hasattr(socket, "TCP_NODELAY")
         and sock.family in (socket.AF_INET, getattr(socket, "AF_INET6", -1))
         and sock.type == socket.SOCK_STREAM
-        and sock.proto == socket.IPPROTO_TCP
+        and sock.proto in (0, socket.IPPROTO_TCP)
     ):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
