@@ -189,10 +189,11 @@ gunicorn with the uvicorn worker subclasses of `benchmarks/uvicorn_workers.py` (
 `docs/recipes.md`), driven by `wrk` (one thread, keep-alive) on the same 2-core machine, nothing
 pinned. Scaling = req/s with 2 workers / req/s with 1; the load generator shares the two cores,
 so 2.0 is out of reach here; compare the loops with each other. CPU/request counts every process
-of the server. `uvicorn --workers N` leaves Nagle's algorithm on for asyncio's loop and tidal
-(its socket's `proto` is 0; see `docs/recipes.md`), so their uvicorn rows at 2 workers measure
-the client's delayed ACKs, not the loop. The machine is shared with other work: expect noise
-even on medians. Reproduce with `python benchmarks/scale.py -r 5 -d 3 --update-readme`."""
+of the server. `uvicorn --workers N` leaves Nagle's algorithm on for asyncio's loop (its
+socket's `proto` is 0; see `docs/recipes.md`), so asyncio's uvicorn row at 2 workers measures
+the client's delayed ACKs; tidal sets TCP_NODELAY there since commit 36dccab. The machine is
+shared with other work: expect noise even on medians. Reproduce with `python benchmarks/scale.py
+-r 5 -d 3 --update-readme`."""
 
 
 def main(argv: list[str] | None = None) -> int:
