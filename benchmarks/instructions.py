@@ -47,10 +47,18 @@ bench.func(variant.factory, {size!r})
 """
 
 
+# Loop names that stand for tidal's pure-Python build: the child imports tidal with TIDAL_PURE=1
+# (one process can hold only one build of tidal).
+PURE_SUFFIX = "-pure"
+
+
 def count(bench: str, loop: str, size: int) -> int:
     """Instructions executed by a fresh interpreter running ``bench`` once on ``loop``."""
-    code = _CHILD.format(root=str(REPO_ROOT), bench=bench, loop=loop, size=size)
     env = dict(os.environ, PYTHONHASHSEED="0")
+    if loop.endswith(PURE_SUFFIX):
+        loop = loop[: -len(PURE_SUFFIX)]
+        env["TIDAL_PURE"] = "1"
+    code = _CHILD.format(root=str(REPO_ROOT), bench=bench, loop=loop, size=size)
     done = subprocess.run(
         [
             "valgrind",
@@ -85,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("-b", "--bench", action="append", metavar="PATTERN", help="glob")
-    parser.add_argument("-l", "--loops", default="asyncio,uvloop,tidal", metavar="LIST")
+    parser.add_argument(
+        "-l",
+        "--loops",
+        default="asyncio,uvloop,tidal,tidal-pure",
+        metavar="LIST",
+        help="loop variants as in run.py; NAME-pure runs NAME with TIDAL_PURE=1",
+    )
     parser.add_argument(
         "--scale", type=float, default=0.05, help="size N as a fraction of the full size (0.05)"
     )
@@ -99,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.bench or any(fnmatch.fnmatch(b.name, p) for p in args.bench)
     ]
     loops = [spec.strip() for spec in args.loops.split(",") if spec.strip()]
-    names = [harness.resolve_loop(spec).name for spec in loops]
+    names = [
+        spec if spec.endswith(PURE_SUFFIX) else harness.resolve_loop(spec).name for spec in loops
+    ]
     print("| benchmark | " + " | ".join(names) + " |")
     print("| --- |" + " ---: |" * len(names))
     logs: dict[str, list[float]] = {name: [] for name in names}

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = harness.environment()
     env["clock"] = args.clock
+    env["tidal_compiled"] = bool(getattr(sys.modules.get("tidal"), "COMPILED", False))
     print(harness.markdown_table(result))
     print(
         f"\n{env['implementation']} {env['python']}, {len(benchmarks)} benchmarks x "
