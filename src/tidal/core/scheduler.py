@@ -23,6 +23,7 @@ import contextvars
 import heapq
 import itertools
 import logging
+import numbers
 import os
 import sys
 import threading
@@ -70,6 +71,9 @@ DEBUG_STACK_DEPTH: Final = 10
 _Ts = TypeVarTuple("_Ts")
 _copy_context = contextvars.copy_context
 _new_object = object.__new__
+_Real = numbers.Real
+_warn = warnings.warn
+_is_finalizing = sys.is_finalizing
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 
@@ -90,11 +94,14 @@ def _debug_mode_from_environment() -> bool:
 
 
 class Scheduler:
-    """The turning part of the loop; ``tidal.EventLoop`` builds the asyncio API on it."""
+    """The turning part of the loop; ``tidal.EventLoop`` builds the asyncio API on it.
 
-    slow_callback_duration: float = 0.1  # seconds; debug mode logs callbacks slower than this
+    In the compiled build this class is an extension type whose fields are C struct members
+    (scheduler.pxd declares them): a field added in ``__init__`` must be declared there too.
+    """
 
     def __init__(self, poller: Poller | None = None) -> None:
+        self.slow_callback_duration = 0.1  # seconds; debug mode logs callbacks slower than this
         self._ready: collections.deque[Handle] = collections.deque()  # runnable handles
         self._timers: list[tuple[float, int, TimerHandle]] = []  # heap, see module invariants
         self._timer_seq = itertools.count().__next__  # tie-breaker for equal deadlines
@@ -207,6 +214,12 @@ class Scheduler:
     ) -> TimerHandle:
         if self._closed:
             self._raise_closed()
+        if type(when) is not float and not isinstance(when, _Real):
+            # Checked before the heap push: a deadline that cannot be compared would raise
+            # from inside heappush and leave its entry in the heap, breaking every later turn.
+            raise TypeError(
+                f"{method}() needs a number of seconds (loop time for call_at), got {when!r}"
+            )
         if context is None:
             context = _copy_context()
         if self._debug:
@@ -528,21 +541,24 @@ class Scheduler:
         self._poller.close()
         self._wakeup.close()
 
-    def __del__(
-        self,
-        _warn: Callable[..., None] = warnings.warn,
-        _finalizing: Callable[[], bool] = sys.is_finalizing,
-    ) -> None:
-        if not getattr(self, "_closed", True):
-            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
-            if _finalizing():
-                # Interpreter shutdown (a loop never closed, kept by the policy until now): the
-                # modules close() needs may already be torn down (their globals are None) and no
-                # thread can start to reap a child. The process is ending: the OS closes our
-                # descriptors and init adopts our children.
-                return
-            if not self.is_running():
-                self.close()
+    def __del__(self) -> None:
+        # self only, no default arguments: the compiled build makes Scheduler an extension type
+        # (scheduler.pxd), whose finalizer takes none. The module globals it needs may be None
+        # this late in interpreter shutdown.
+        warn, finalizing = _warn, _is_finalizing
+        # "is not False": a loop whose __init__ never finished has no _closed (Python) or a
+        # None one (extension type); either way there is nothing to close.
+        if warn is None or finalizing is None or getattr(self, "_closed", True) is not False:
+            return
+        warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+        if finalizing():
+            # Interpreter shutdown (a loop never closed, kept by the policy until now): the
+            # modules close() needs may already be torn down (their globals are None) and no
+            # thread can start to reap a child. The process is ending: the OS closes our
+            # descriptors and init adopts our children.
+            return
+        if not self.is_running():
+            self.close()
 
     def __repr__(self) -> str:
         return (
