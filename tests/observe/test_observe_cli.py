@@ -200,11 +200,11 @@ def test_leak_report_at_exit_under_python_m_tidal(tmp_path: Path) -> None:
             """
         )
     )
-    result = _tidal(str(script))
+    result = _tidal("--leak-report", str(script))
     assert result.returncode == 0
     assert "tidal leak report" in result.stderr
     assert "'forgotten'" in result.stderr and "leaky.py:" in result.stderr
-    quiet = _tidal("--no-leak-report", str(script))
+    quiet = _tidal(str(script))  # off by default (it costs time per task)
     assert quiet.returncode == 0 and "leak report" not in quiet.stderr
 
 

@@ -148,7 +148,10 @@ def test_python_m_tidal_runs_a_process_pool_script(tmp_path: Path) -> None:
             """
         )
     )
-    for command in (["python", str(script)], ["python", "-m", "tidal", str(script)]):
+    for command in (
+        ["python", str(script)],
+        ["python", "-m", "tidal", "--leak-report", str(script)],
+    ):
         result = subprocess.run(
             [sys.executable, *command[1:]], capture_output=True, text=True, timeout=60
         )

@@ -107,7 +107,7 @@ CTRL_C_CLOSING_IN_FINALLY = CTRL_C_WITHOUT_RUNNER.replace(
 
 
 def run(script: Path, under_tidal: bool) -> subprocess.CompletedProcess[str]:
-    launcher = ["-m", "tidal"] if under_tidal else []
+    launcher = ["-m", "tidal", "--leak-report"] if under_tidal else []
     return subprocess.run(
         [sys.executable, *launcher, str(script)], capture_output=True, text=True, timeout=TIMEOUT
     )
@@ -225,7 +225,7 @@ def test_every_section_says_what_to_do() -> None:
     )
     text = report.format()
     assert text.count("    fix: ") == 5
-    assert "--no-leak-report" in text
+    assert "--leak-report" in text
 
 
 # The hang came about one shutdown in three: 3 cycles catch it 70% of the time, 10 cycles 98%
@@ -244,7 +244,8 @@ def test_a_jupyter_kernel_with_the_leak_report_shuts_down(
     manager_module = pytest.importorskip("jupyter_client.manager")
     spec_dir = tmp_path / "share" / "kernels" / "tidal-leaks"
     spec_dir.mkdir(parents=True)
-    argv = [sys.executable, "-m", "tidal", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    argv = [sys.executable, "-m", "tidal", "--leak-report", "-m", "ipykernel_launcher"]
+    argv += ["-f", "{connection_file}"]
     spec = {"argv": argv, "display_name": "tidal", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share"))

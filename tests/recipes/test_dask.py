@@ -121,8 +121,8 @@ def test_dask_executor_on_a_tidal_loop(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dask_executor_under_python_m_tidal(tmp_path: Path) -> None:
-    # The leak report (on by default here) listens for executor jobs.
-    _check(_run(tmp_path, "-m", "tidal"))
+    # The leak report (--leak-report) listens for executor jobs.
+    _check(_run(tmp_path, "-m", "tidal", "--leak-report"))
 
 
 @pytest.mark.slow

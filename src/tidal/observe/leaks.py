@@ -202,7 +202,7 @@ class LeakReport:
                 "libraries' own"
             )
         lines.append(
-            "  (python -m tidal --no-leak-report, or TIDAL_LEAK_REPORT=0, turns this report off)"
+            "  (python -m tidal makes this report with --leak-report or TIDAL_LEAK_REPORT=1)"
         )
         return "\n".join(lines) + "\n"
 
