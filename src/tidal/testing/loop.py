@@ -88,10 +88,16 @@ class ControlledLoop(EventLoop):
         seed: int | None = None,
         track: bool = False,
     ) -> None:
-        check_options(virtual_time=virtual_time, autojump=autojump, seed=seed)
         # Fuzzing delays task wake-ups in call_soon; CPython's C Task wakes through it, tidal's
         # Python Task appends to the ready queue directly. So a seeded loop hosts the C Task.
         super().__init__(tasks="native" if seed is not None else None)
+        try:
+            check_options(virtual_time=virtual_time, autojump=autojump, seed=seed)
+        except BaseException:
+            # Close what the loop opened: a half-built loop would warn "unclosed" when collected
+            # (the compiled scheduler's fields exist, as False, before __init__ sets them).
+            self.close()
+            raise
         self._virtual = bool(virtual_time)
         self._autojump = autojump
         self._seed = seed
@@ -299,9 +305,9 @@ class ControlledLoop(EventLoop):
 
     def __repr__(self) -> str:
         options = []
-        if self._virtual:
+        if getattr(self, "_virtual", False):
             options.append(f"virtual_time=True autojump={self._autojump!r} now={self._now!r}")
-        if self._seed is not None:
+        if getattr(self, "_seed", None) is not None:
             options.append(f"seed={self._seed!r}")
         return super().__repr__()[:-1] + "".join(" " + o for o in options) + ">"
 
