@@ -1,12 +1,18 @@
 """Build script for tidal's compiled build: the same ``.py`` files, compiled by Cython.
 
 Everything about the package lives in pyproject.toml; this file only adds the extension modules.
-``pip install`` compiles the modules in ``COMPILED_MODULES`` when Cython (a build requirement)
-and a C compiler are there. When either is missing, or a module fails to compile, it prints one
-line saying so and installs the pure-Python package, which is always complete: a compiled module
-is an accelerated copy of its ``.py`` file, never the only copy. ``TIDAL_PURE=1`` at build time
-skips compiling; at run time it makes ``import tidal`` ignore compiled modules (see
-``tidal/_build.py``).
+With ``TIDAL_COMPILE=1`` in the environment, ``pip install`` compiles the modules in
+``COMPILED_MODULES`` when Cython (a build requirement) and a C compiler are there. When either is
+missing, or a module fails to compile, it prints one line saying so and installs the pure-Python
+package, which is always complete: a compiled module is an accelerated copy of its ``.py`` file,
+never the only copy. At run time ``TIDAL_PURE=1`` makes ``import tidal`` ignore compiled modules
+(see ``tidal/_build.py``).
+
+Why compiling is opt-in (docs/design.md, decision log 2026-12-02): a process that leaves a loop
+open with a child, a server and a signal handler (a supported, if careless, way to end a
+program) dies with SIGSEGV in the interpreter's final garbage collection when the scheduler is
+compiled, in either form (as an ordinary class or as an extension type), and never when it is
+Python. Until that is understood, the default install is the pure-Python build.
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ class OptionalBuildExt(build_ext):
 
 
 def _extensions() -> list[Extension]:
+    if os.environ.get("TIDAL_COMPILE", "") in ("", "0"):
+        _say("installing the pure-Python build (TIDAL_COMPILE=1 compiles the scheduler)")
+        return []
     if os.environ.get("TIDAL_PURE"):
         _say("TIDAL_PURE is set: installing the pure-Python build")
         return []

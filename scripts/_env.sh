@@ -26,7 +26,8 @@ find_python() {
 
 # source_digest -> a digest of everything an install of tidal is built from.
 source_digest() {
-    (cd "$ROOT" && cat pyproject.toml setup.py $(find src -name '*.py' | sort)) | sha1sum | cut -d' ' -f1
+    (cd "$ROOT" && echo "compile=${TIDAL_COMPILE:-0}" && cat pyproject.toml setup.py \
+        $(find src -name '*.py' -o -name '*.pxd' | sort)) | sha1sum | cut -d' ' -f1
 }
 
 # make_venv 3.12 EXTRAS -> prints the venv's python after installing tidal[EXTRAS] into it.
