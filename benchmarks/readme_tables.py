@@ -126,6 +126,15 @@ def make(pythons: list[str], repeat: int, clock: str) -> list[Path]:
             env.pop("TIDAL_PURE", None)
             if build == "pure":
                 env["TIDAL_PURE"] = "1"
+            else:
+                probe = [str(exe), "-c", "import sys, tidal; sys.exit(0 if tidal.COMPILED else 1)"]
+                if subprocess.run(probe, env=env, check=False).returncode != 0:
+                    print(
+                        f"== {python}: no compiled build installed (TIDAL_COMPILE=1 "
+                        "pip install -e .); its column stays n/a",
+                        file=sys.stderr,
+                    )
+                    continue
             command = [str(exe), str(REPO_ROOT / "benchmarks" / "run.py"), "-q"]
             command += ["-r", str(repeat), "--clock", clock, "--json", str(out)]
             print(f"== {python} {build}: {' '.join(command)}", file=sys.stderr, flush=True)
