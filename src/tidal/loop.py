@@ -26,6 +26,7 @@ from typing import IO, Any, Final, TypeVar, TypeVarTuple
 from . import signals, threads, tls
 from . import subprocess as subprocesses
 from . import tasks as _tasks_module
+from .core.handles import PACKAGE_DIR
 from .core.scheduler import Scheduler
 from .futures import Future
 from .net import connect, serve, sockops
@@ -53,7 +54,6 @@ _NativeFuture: Any = getattr(asyncio.futures, "_CFuture", None) or Future
 _NativeTask: Any = getattr(asyncio.tasks, "_CTask", None) or Task
 # The C Task can start eagerly from Python 3.12; on 3.11 eager tasks are always tidal's Task.
 _NATIVE_EAGER: Final = _NativeTask is not Task and sys.version_info >= (3, 12)
-_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 
 
 def _implementation(tasks: str | None) -> str:
@@ -75,7 +75,7 @@ def _drop_own_frames(source_traceback: list[Any]) -> None:
     tidal drops every trailing entry from its own files instead, because compiled tidal
     functions leave no frames and counting them would cut the user's line.
     """
-    while source_traceback and source_traceback[-1].filename.startswith(_PACKAGE_DIR):
+    while source_traceback and source_traceback[-1].filename.startswith(PACKAGE_DIR):
         del source_traceback[-1]
 
 

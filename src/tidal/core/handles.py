@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 # src/tidal: frames from files under it are tidal's plumbing, not the user's code.
-_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def creation_stack() -> traceback.StackSummary:
@@ -38,7 +38,7 @@ def creation_stack() -> traceback.StackSummary:
     # Frame 0 is this function's own when it runs as Python, and the nearest Python frame (the
     # caller's or further out) when it is compiled: the walk below starts right either way.
     frame: Any = sys._getframe(0)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE_DIR):
         frame = frame.f_back
     return format_helpers.extract_stack(frame)
 

@@ -171,12 +171,8 @@ class Scheduler:
             self._raise_closed()
         if self._debug:
             self._check_thread()
-            self._check_callback(callback, "call_soon")
-            context = _copy_context() if context is None else context
-            handle = Handle(callback, args, self, context)
-        else:
-            self._check_callback(callback, "call_soon")  # raises TypeError
-            raise AssertionError("unreachable: the callback was checked as not callable")
+        self._check_callback(callback, "call_soon")  # TypeError: coroutines, non-callables
+        handle = Handle(callback, args, self, _copy_context() if context is None else context)
         self._ready.append(handle)
         return handle
 
